@@ -39,6 +39,7 @@ class Code(StrEnum):
     SERVICE_TIMEOUT = "ServiceTimeout"
     UNKNOWN_SERVICE = "UnknownService"
     UNKNOWN_MEMBER = "UnknownMember"
+    SERVICE_TYPE = "ServiceType"
     # Signatures and certificates
     SSL_AUTHENTICATION_FAILED = "SslAuthenticationFailed"
     CERT_VALIDATION = "CertValidation"

@@ -1,0 +1,140 @@
+"""Runs a gateway: both faces on their own sockets, one event loop per process, one process per worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import ssl
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.configfile import load_model
+from gateway.core.settings import GatewaySettings
+from gateway.proxy.client_side import MESSAGE_PATH, ClientProxy
+from gateway.proxy.runtime import GatewayRuntime
+from gateway.proxy.server_side import ServerProxy
+
+log = logging.getLogger("wasl.gateway")
+
+
+def _health_routes(app: web.Application, runtime: GatewayRuntime) -> None:
+    async def livez(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(request: web.Request) -> web.Response:
+        conf = runtime.conf.current
+        if conf is None:
+            return web.Response(status=503, text="not ready: no global configuration\n")
+        if conf.is_expired(runtime.now()):
+            return web.Response(status=503, text="not ready: global configuration expired\n")
+        return web.Response(text="ready\n")
+
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/readyz", readyz)
+
+
+def build_client_app(runtime: GatewayRuntime) -> web.Application:
+    app = web.Application(client_max_size=runtime.settings.client_side.max_body_bytes + 1)
+    _health_routes(app, runtime)
+    app.router.add_route("*", "/{tail:.*}", ClientProxy(runtime).handle)
+    return app
+
+
+def build_server_app(runtime: GatewayRuntime) -> web.Application:
+    app = web.Application(client_max_size=runtime.settings.server_side.max_body_bytes + 1)
+    _health_routes(app, runtime)
+    app.router.add_post(MESSAGE_PATH, ServerProxy(runtime).handle)
+    return app
+
+
+class RunningGateway:
+    """A started gateway in this event loop (used by the worker processes and by in-process tests)."""
+
+    def __init__(self, settings: GatewaySettings, reuse_port: bool = False) -> None:
+        self.settings = settings
+        self.runtime = GatewayRuntime(settings)
+        self.reuse_port = reuse_port
+        self._runners: list[web.AppRunner] = []
+        self.client_port = 0
+        self.server_port = 0
+
+    async def start(self) -> None:
+        await self.runtime.start()
+        s = self.settings
+        client_ssl: ssl.SSLContext | None = None
+        assert self.runtime.server_ssl is not None
+        for app, listen, ctx, attr in (
+            (build_client_app(self.runtime), s.client_side, client_ssl, "client_port"),
+            (build_server_app(self.runtime), s.server_side, self.runtime.server_ssl, "server_port"),
+        ):
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            site = web.TCPSite(runner, listen.host, listen.port, ssl_context=ctx, reuse_port=self.reuse_port or None,
+                               backlog=1024)
+            await site.start()
+            self._runners.append(runner)
+            sock = site._server.sockets[0] if site._server else None  # type: ignore[union-attr]
+            setattr(self, attr, sock.getsockname()[1] if sock else listen.port)
+
+    async def stop(self) -> None:
+        for runner in self._runners:
+            await runner.cleanup()
+        await self.runtime.close()
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def _run_until_signalled(settings: GatewaySettings, reuse_port: bool) -> None:
+    gateway = RunningGateway(settings, reuse_port=reuse_port)
+    await gateway.start()
+    log.info("gateway %s: client side on %s:%s, server side on %s:%s (pid %s)", settings.server,
+             settings.client_side.host, gateway.client_port, settings.server_side.host, gateway.server_port,
+             os.getpid())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await gateway.stop()
+
+
+def _worker(config_file: str, reuse_port: bool) -> None:
+    _install_uvloop()
+    settings = load_model(Path(config_file), GatewaySettings)
+    asyncio.run(_run_until_signalled(settings, reuse_port))
+
+
+def serve(config_file: Path, workers: int | None = None) -> None:
+    """Run the gateway; with several workers each process binds the same ports with SO_REUSEPORT and the
+    kernel spreads connections across them."""
+    settings = load_model(config_file, GatewaySettings)
+    count = workers or settings.workers
+    if count == 1:
+        _worker(str(config_file), reuse_port=False)
+        return
+    if 0 in (settings.client_side.port, settings.server_side.port):
+        raise SystemExit("several workers need fixed ports (port 0 would give each worker its own)")
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_worker, args=(str(config_file), True), daemon=False) for _ in range(count)]
+    for proc in procs:
+        proc.start()
+
+    def forward(signum: int, frame: object) -> None:
+        for proc in procs:
+            if proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for proc in procs:
+        proc.join()

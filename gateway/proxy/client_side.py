@@ -1,0 +1,224 @@
+"""The client side of a gateway: accepts X-Road SOAP and REST calls from the agency's own systems and relays
+them, signed, to the provider's gateway over pinned mutual TLS."""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import time
+import uuid
+
+import aiohttp
+from aiohttp import web
+
+from gateway.core import envelope, rest, soap
+from gateway.core import identifiers as ids
+from gateway.core.faults import Code, Fault, Origin, render_json, render_soap_fault, render_xml_error
+from gateway.core.globalconf import GlobalConf
+from gateway.core.routing import PeerHealth, order_gateways
+from gateway.proxy.runtime import GatewayRuntime, read_body
+
+log = logging.getLogger("wasl.clientproxy")
+MESSAGE_PATH = "/wasl/v1/message"
+_SOAP_TYPES = ("text/xml",)
+_RESPONSE_HEADERS_DROPPED = frozenset({"content-type", "content-length", "transfer-encoding", "connection",
+                                       "keep-alive", "server", "date"})
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Relayed:
+    """A verified response from the provider's gateway."""
+
+    __slots__ = ("body", "manifest", "request_hash", "request_id")
+
+    def __init__(self, manifest: envelope.ResponseManifest, body: bytes, request_hash: str, request_id: str):
+        self.manifest = manifest
+        self.body = body
+        self.request_hash = request_hash
+        self.request_id = request_id
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.manifest.headers:
+            if key == name:
+                return value
+        return None
+
+
+class ClientProxy:
+    def __init__(self, runtime: GatewayRuntime) -> None:
+        self.rt = runtime
+        self.limit = runtime.settings.client_side.max_body_bytes
+
+    # -- entry point -------------------------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.rel_url.raw_path
+        if path.startswith(rest.PREFIX):
+            return await self._guard(self.handle_rest(request), is_soap=False, request=request)
+        if request.method == "POST":
+            return await self._guard(self.handle_soap(request), is_soap=True, request=request)
+        fault = Fault(Origin.CLIENT, Code.INVALID_REST, f"no X-Road endpoint at {request.method} {path[:200]}")
+        return self.fault_response(fault.with_detail(new_id()), is_soap=False, request=request)
+
+    async def _guard(self, work, *, is_soap: bool, request: web.Request) -> web.StreamResponse:  # type: ignore[no-untyped-def]
+        try:
+            return await work
+        except Fault as fault:
+            detail = new_id()
+            log.info("fault %s %s: %s", detail, fault.full_code, fault.message)
+            return self.fault_response(fault.with_detail(detail), is_soap=is_soap, request=request)
+        except Exception:  # never leak a stack trace to the caller; the id finds it in the log
+            detail = new_id()
+            log.exception("internal error %s", detail)
+            fault = Fault(Origin.CLIENT_PROXY, Code.INTERNAL_ERROR, "internal error in the client's gateway", detail)
+            return self.fault_response(fault, is_soap=is_soap, request=request)
+
+    @staticmethod
+    def fault_response(fault: Fault, *, is_soap: bool, request: web.Request) -> web.Response:
+        if is_soap:
+            return web.Response(status=500, body=render_soap_fault(fault), content_type="text/xml", charset="utf-8")
+        headers = {"X-Road-Error": fault.full_code}
+        if "xml" in request.headers.get("Accept", "") and "json" not in request.headers.get("Accept", ""):
+            return web.Response(status=fault.http_status, body=render_xml_error(fault), headers=headers,
+                                content_type="application/xml", charset="utf-8")
+        return web.Response(status=fault.http_status, body=render_json(fault), headers=headers,
+                            content_type="application/json", charset="utf-8")
+
+    # -- checks shared by both protocols -----------------------------------------------------------------------
+
+    def _check_parties(self, conf: GlobalConf, client: ids.ClientId, service: ids.ServiceId) -> None:
+        origin = Origin.CLIENT_PROXY
+        if client.instance != conf.instance or not conf.is_known_client(client.path()):
+            raise Fault(origin, Code.UNKNOWN_MEMBER, f"client {client} is not in the global configuration")
+        if not self.rt.is_our_client(conf, client):
+            raise Fault(Origin.CLIENT, Code.INVALID_CLIENT_IDENTIFIER,
+                        f"client {client} is not registered at this gateway ({self.rt.server_path})")
+        provider = service.provider.path()
+        if service.instance != conf.instance or not conf.is_known_client(provider):
+            raise Fault(origin, Code.UNKNOWN_MEMBER, f"service provider {service.provider} is not in the "
+                        "global configuration")
+
+    # -- SOAP --------------------------------------------------------------------------------------------------
+
+    async def handle_soap(self, request: web.Request) -> web.Response:
+        if request.content_type not in _SOAP_TYPES:
+            raise Fault(Origin.CLIENT, Code.INVALID_CONTENT_TYPE,
+                        f"Content-Type must be text/xml for SOAP 1.1, not {request.content_type!r}")
+        if request.charset not in (None, "utf-8", "UTF-8"):
+            raise Fault(Origin.CLIENT, Code.INVALID_CONTENT_TYPE, "SOAP messages must be UTF-8")
+        body = await read_body(request, self.limit, Origin.CLIENT)
+        message = soap.parse_message(body)
+        conf = self.rt.require_conf(Origin.CLIENT_PROXY)
+        assert message.client is not None and message.service is not None
+        self._check_parties(conf, message.client, message.service)
+        headers = [("content-type", request.headers.get("Content-Type", "text/xml"))]
+        if "SOAPAction" in request.headers:
+            headers.append(("soapaction", request.headers["SOAPAction"]))
+        manifest = envelope.RequestManifest(
+            protocol="soap", xroad_id=message.xroad_id, request_id=new_id(), client=message.client.path(),
+            service=message.service.path(), method="POST", path="", query="", headers=tuple(headers),
+            body_sha512=envelope.body_digest(body), body_length=len(body), created_ms=int(time.time() * 1000),
+            user_id=message.user_id, issue=message.issue, protocol_version=message.protocol_version,
+            traceparent=request.headers.get("traceparent"), tracestate=request.headers.get("tracestate"),
+            target_server=message.security_server.path() if message.security_server else None,
+        )
+        relayed = await self.relay(conf, message.client, message.service, manifest, body)
+        return web.Response(
+            status=relayed.manifest.status, body=relayed.body,
+            headers={"Content-Type": relayed.header("content-type") or "text/xml; charset=utf-8",
+                     "X-Road-Id": message.xroad_id, "X-Road-Request-Id": relayed.request_id,
+                     "X-Road-Request-Hash": relayed.request_hash})
+
+    # -- REST --------------------------------------------------------------------------------------------------
+
+    async def handle_rest(self, request: web.Request) -> web.Response:
+        parsed = rest.parse_request(request.method, request.rel_url.raw_path, request.rel_url.raw_query_string,
+                                    list(request.headers.items()))
+        body = await read_body(request, self.limit, Origin.CLIENT)
+        conf = self.rt.require_conf(Origin.CLIENT_PROXY)
+        self._check_parties(conf, parsed.client, parsed.service)
+        xroad_id = parsed.xroad_id or new_id()
+        manifest = envelope.RequestManifest(
+            protocol="rest", xroad_id=xroad_id, request_id=new_id(), client=parsed.client.path(),
+            service=parsed.service.path(), method=parsed.method, path=parsed.service_path, query=parsed.query,
+            headers=parsed.headers, body_sha512=envelope.body_digest(body), body_length=len(body),
+            created_ms=int(time.time() * 1000), user_id=parsed.user_id, issue=parsed.issue,
+            traceparent=request.headers.get("traceparent"), tracestate=request.headers.get("tracestate"),
+            target_server=parsed.security_server.path() if parsed.security_server else None,
+        )
+        relayed = await self.relay(conf, parsed.client, parsed.service, manifest, body)
+        response = web.Response(status=relayed.manifest.status, body=relayed.body)
+        for key, value in relayed.manifest.headers:
+            if key not in _RESPONSE_HEADERS_DROPPED:
+                response.headers.add(key, value)
+        content_type = relayed.header("content-type")
+        if content_type:
+            response.headers["Content-Type"] = content_type
+        response.headers.update({
+            "X-Road-Client": parsed.client.path(), "X-Road-Service": parsed.service.path(), "X-Road-Id": xroad_id,
+            "X-Road-Request-Id": relayed.request_id, "X-Road-Request-Hash": relayed.request_hash})
+        return response
+
+    # -- the signed hop ----------------------------------------------------------------------------------------
+
+    async def relay(self, conf: GlobalConf, client: ids.ClientId, service: ids.ServiceId,
+                    manifest: envelope.RequestManifest, body: bytes) -> Relayed:
+        identity = self.rt.signing_identity(client.member.path(), Origin.CLIENT_PROXY)
+        manifest_bytes = envelope.encode_manifest(manifest)
+        parts = envelope.sign(manifest_bytes, identity.key, identity.certificate_der)
+        expected_hash = envelope.request_hash(manifest_bytes)
+        headers = parts.to_headers()
+        headers["Content-Type"] = "application/octet-stream"
+        provider_path = service.provider.path()
+        candidates = order_gateways(conf.gateways_for(provider_path), self.rt.health, time.monotonic(),
+                                    target_server=manifest.target_server)
+        if not candidates:
+            raise Fault(Origin.CLIENT_PROXY, Code.UNKNOWN_MEMBER, f"no gateway serves {service.provider}")
+        settings = self.rt.settings
+        timeout = aiohttp.ClientTimeout(total=settings.peer_timeout_seconds,
+                                        connect=settings.connect_timeout_seconds)
+        failures: list[str] = []
+        for gw in candidates:
+            health = self.rt.health.setdefault(gw.address, PeerHealth())
+            session = self.rt.peer_session(gw, conf)
+            try:
+                async with session.post(gw.address + MESSAGE_PATH, data=body, headers=headers,
+                                        timeout=timeout) as resp:
+                    resp_body = await resp.read()
+                    resp_headers = resp.headers
+            except (aiohttp.ClientConnectorError, ssl.SSLError) as exc:
+                # Nothing reached the peer, so trying the next gateway cannot run the request twice.
+                health.record_failure(time.monotonic())
+                failures.append(f"{gw.server}: {exc.__class__.__name__}")
+                continue
+            except TimeoutError:
+                health.record_failure(time.monotonic())
+                raise Fault(Origin.CLIENT_PROXY, Code.NETWORK_ERROR,
+                            f"provider's gateway {gw.server} did not answer in {timeout.total:.0f} s") from None
+            except aiohttp.ClientError as exc:
+                health.record_failure(time.monotonic())
+                raise Fault(Origin.CLIENT_PROXY, Code.NETWORK_ERROR,
+                            f"connection to provider's gateway {gw.server} failed: {exc.__class__.__name__}") from None
+            health.record_success()
+            if envelope.HEADER_FAULT in resp_headers:
+                try:
+                    raise Fault.from_dict(json.loads(resp_body))
+                except ValueError:
+                    raise Fault(Origin.SERVER_PROXY, Code.INTERNAL_ERROR, "unreadable fault from peer") from None
+            return self._verify_response(conf, service, resp_headers, resp_body, expected_hash, manifest.request_id)
+        raise Fault(Origin.CLIENT_PROXY, Code.NETWORK_ERROR,
+                    "could not connect to any gateway of the provider: " + "; ".join(failures))
+
+    def _verify_response(self, conf: GlobalConf, service: ids.ServiceId, headers: object, body: bytes,
+                         expected_hash: str, request_id: str) -> Relayed:
+        origin = Origin.CLIENT_PROXY
+        parts = envelope.read_signed_parts(headers, origin)
+        key = self.rt.signer_trust.public_key_for(parts, service.member.path(), conf.approved_ca_certificates,
+                                                  conf.serial, self.rt.now(), origin)
+        envelope.verify_signature(parts, key, origin)
+        manifest = envelope.parse_response(parts, body, expected_hash, origin)
+        return Relayed(manifest, body, expected_hash, request_id)

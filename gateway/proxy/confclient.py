@@ -1,0 +1,112 @@
+"""Keeps a gateway's global configuration current: download, verify, keep the last good copy on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+
+from gateway.core.faults import Code, Fault, Origin
+from gateway.core.globalconf import (
+    MAX_CONTAINER_BYTES,
+    ConfigurationAnchor,
+    GlobalConf,
+    GlobalConfError,
+    verify_container,
+)
+
+log = logging.getLogger("wasl.globalconf")
+FILE_NAME = "globalconf.json"
+
+
+class GlobalConfClient:
+    def __init__(self, anchor: ConfigurationAnchor, state_dir: Path, refresh_seconds: float | None = None) -> None:
+        self.anchor = anchor
+        self.path = state_dir / FILE_NAME
+        self.refresh_override = refresh_seconds
+        self.current: GlobalConf | None = None
+        self.last_error: str | None = None
+        self.last_success: dt.datetime | None = None
+        self._listeners: list[Callable[[GlobalConf], None]] = []
+
+    def on_change(self, listener: Callable[[GlobalConf], None]) -> None:
+        self._listeners.append(listener)
+
+    def _install(self, conf: GlobalConf) -> None:
+        changed = self.current is None or conf.serial != self.current.serial
+        self.current = conf
+        if changed:
+            for listener in self._listeners:
+                listener(conf)
+
+    def load_cached(self) -> bool:
+        """Start from the last good copy, even an expired one: requests then fail with OutdatedGlobalConf
+        instead of the gateway refusing to start."""
+        try:
+            blob = self.path.read_bytes()
+        except FileNotFoundError:
+            return False
+        try:
+            self._install(verify_container(blob, self.anchor, dt.datetime.now(dt.UTC), allow_expired=True))
+        except GlobalConfError as exc:
+            log.error("ignoring the stored global configuration %s: %s", self.path, exc)
+            return False
+        return True
+
+    def accept(self, blob: bytes, now: dt.datetime) -> GlobalConf:
+        """Verify a downloaded copy against the anchor and the copy held; keep it on disk if good."""
+        held = self.current.serial if self.current is not None else None
+        conf = verify_container(blob, self.anchor, now, held_serial=held)
+        if self.current is None or conf.serial != self.current.serial:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_bytes(blob)
+            os.replace(tmp, self.path)  # atomic: a crash never leaves a half-written copy
+        self._install(conf)
+        return conf
+
+    async def refresh(self, session: aiohttp.ClientSession) -> None:
+        url = self.anchor.registry_url.rstrip("/") + "/globalconf"
+        try:
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                if resp.status != 200:
+                    raise GlobalConfError(Code.NETWORK_ERROR, f"registry answered HTTP {resp.status}")
+                blob = await resp.content.read(MAX_CONTAINER_BYTES + 1)
+            await asyncio.to_thread(self.accept, blob, dt.datetime.now(dt.UTC))
+            self.last_error = None
+            self.last_success = dt.datetime.now(dt.UTC)
+        except GlobalConfError as exc:
+            self.last_error = str(exc)
+            log.warning("global configuration refused: %s", exc)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self.last_error = f"registry unreachable: {exc.__class__.__name__}"
+            log.warning("global configuration download failed: %s", self.last_error)
+
+    def refresh_interval(self) -> float:
+        if self.refresh_override is not None:
+            return self.refresh_override
+        return float(self.current.document.refresh_seconds) if self.current else 5.0
+
+    async def run(self, session: aiohttp.ClientSession) -> None:
+        while True:
+            await self.refresh(session)
+            # Until a first copy arrives, retry quickly: the gateway cannot relay anything without one.
+            await asyncio.sleep(self.refresh_interval() if self.current else 1.0)
+
+    def require(self, now: dt.datetime, origin: Origin) -> GlobalConf:
+        conf = self.current
+        if conf is None:
+            raise Fault(origin, Code.OUTDATED_GLOBALCONF, "no global configuration has been downloaded yet")
+        conf.require_fresh(now, origin)
+        return conf
+
+    async def stop(self, task: asyncio.Task[None]) -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

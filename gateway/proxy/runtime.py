@@ -1,0 +1,155 @@
+"""A gateway's shared state: settings, keys, the global configuration, connection pools to peers and backends."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import ssl
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from gateway.core import identifiers as ids
+from gateway.core.faults import Code, Fault, Origin
+from gateway.core.globalconf import Gateway, GlobalConf
+from gateway.core.routing import PeerHealth
+from gateway.core.settings import GatewaySettings, ServiceSettings
+from gateway.core.signers import SignerTrust
+from gateway.proxy import tls
+from gateway.proxy.confclient import GlobalConfClient
+from gateway.trust.pki import load_certificate, load_key
+
+log = logging.getLogger("wasl.gateway")
+
+
+@dataclass(frozen=True)
+class SigningIdentity:
+    member: str
+    key: ec.EllipticCurvePrivateKey
+    certificate_der: bytes
+
+
+async def read_body(request: web.Request, limit: int, origin: Origin) -> bytes:
+    """Read the whole body, refusing more than ``limit`` bytes with a fault instead of buffering it."""
+    if request.content_length is not None and request.content_length > limit:
+        raise Fault(origin, Code.MESSAGE_TOO_LARGE, f"message is larger than the limit of {limit} bytes")
+    data = await request.content.read(limit + 1)
+    if len(data) > limit:
+        raise Fault(origin, Code.MESSAGE_TOO_LARGE, f"message is larger than the limit of {limit} bytes")
+    if not request.content.at_eof():
+        raise Fault(origin, Code.MESSAGE_TOO_LARGE, f"message is larger than the limit of {limit} bytes")
+    return data
+
+
+class GatewayRuntime:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.server_id = settings.server_id
+        self.server_path = self.server_id.path()
+        self.signing: dict[str, SigningIdentity] = {}
+        for entry in settings.signing:
+            cert = load_certificate(entry.certificate)
+            self.signing[entry.member] = SigningIdentity(entry.member, load_key(entry.key),
+                                                         cert.public_bytes(Encoding.DER))
+        self.services: dict[str, ServiceSettings] = {
+            s.service_id.unversioned().path(): s for s in settings.services}
+        self.conf = GlobalConfClient(settings.anchor, settings.state_dir, settings.globalconf_refresh_seconds)
+        self.signer_trust = SignerTrust()
+        self.health: dict[str, PeerHealth] = {}
+        self._peers: dict[str, tuple[frozenset[str], aiohttp.ClientSession]] = {}
+        self._retired: list[aiohttp.ClientSession] = []
+        self.backend: aiohttp.ClientSession | None = None
+        self._registry: aiohttp.ClientSession | None = None
+        self._conf_task: asyncio.Task[None] | None = None
+        self.server_ssl: ssl.SSLContext | None = None
+        self.conf.on_change(self._conf_changed)
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    async def start(self, wait_for_conf_seconds: float = 60.0) -> None:
+        self.backend = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30),
+            auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
+        self._registry = aiohttp.ClientSession()
+        self.conf.load_cached()
+        self._conf_task = asyncio.create_task(self.conf.run(self._registry))
+        deadline = time.monotonic() + wait_for_conf_seconds
+        while self.conf.current is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.conf.current is None:
+            raise RuntimeError(f"no global configuration from {self.settings.anchor.registry_url} "
+                               f"within {wait_for_conf_seconds:.0f} s: {self.conf.last_error}")
+
+    async def close(self) -> None:
+        if self._conf_task is not None:
+            await self.conf.stop(self._conf_task)
+        sessions = [s for _, s in self._peers.values()] + self._retired
+        for session in [*sessions, self.backend, self._registry]:
+            if session is not None:
+                await session.close()
+
+    # -- the global configuration and what depends on it -------------------------------------------------------
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC)
+
+    def require_conf(self, origin: Origin) -> GlobalConf:
+        return self.conf.require(self.now(), origin)
+
+    def _conf_changed(self, conf: GlobalConf) -> None:
+        auth = self.settings.auth
+        new_ctx = tls.server_context(auth.certificate, auth.key, conf.approved_ca_certificates)
+        if self.server_ssl is None:
+            self.server_ssl = new_ctx
+            # Later configurations swap the CA list in without a restart: every handshake picks the newest.
+            self.server_ssl.sni_callback = self._pick_server_context
+        else:
+            self._current_server_ctx = new_ctx
+        # Peers whose pinned fingerprints changed get a new pool; old pools close once idle.
+        live = {gw.address: frozenset(gw.auth_cert_sha256) for gw in conf.document.gateways}
+        for address, (fps, session) in list(self._peers.items()):
+            if live.get(address) != fps:
+                del self._peers[address]
+                self._retired.append(session)
+
+    _current_server_ctx: ssl.SSLContext | None = None
+
+    def _pick_server_context(self, sslobj: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
+        if self._current_server_ctx is not None:
+            sslobj.context = self._current_server_ctx
+
+    def peer_session(self, gw: Gateway, conf: GlobalConf) -> aiohttp.ClientSession:
+        fps = frozenset(gw.auth_cert_sha256)
+        entry = self._peers.get(gw.address)
+        if entry is not None and entry[0] == fps:
+            return entry[1]
+        auth = self.settings.auth
+        ctx = tls.pinned_client_context(auth.certificate, auth.key, conf.approved_ca_certificates, fps)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=ctx, limit=0, limit_per_host=512, keepalive_timeout=60),
+            auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
+        self._peers[gw.address] = (fps, session)
+        return session
+
+    # -- services and signing --------------------------------------------------------------------------------
+
+    def service(self, service: ids.ServiceId) -> ServiceSettings | None:
+        return self.services.get(service.unversioned().path())
+
+    def signing_identity(self, member_path: str, origin: Origin) -> SigningIdentity:
+        identity = self.signing.get(member_path)
+        if identity is None:
+            raise Fault(origin, Code.INTERNAL_ERROR, f"this gateway holds no sign key for member {member_path}")
+        return identity
+
+    def is_our_client(self, conf: GlobalConf, client: ids.ClientId) -> bool:
+        """Subsystems registered at this gateway, or the owner member itself, may send through it."""
+        if isinstance(client, ids.MemberId):
+            return client == self.server_id.owner
+        return any(gw.server == self.server_path for gw in conf.gateways_for(client.path()))
+

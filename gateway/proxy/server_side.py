@@ -1,0 +1,177 @@
+"""The server side of a gateway: accepts signed requests from peer gateways over mutual TLS, checks them in
+X-Road's order, calls the backend service and returns a signed response bound to the request."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+import aiohttp
+from aiohttp import web
+
+from gateway.core import envelope, soap
+from gateway.core import identifiers as ids
+from gateway.core.access import check_access
+from gateway.core.faults import Code, Fault, Origin, render_json
+from gateway.core.globalconf import GlobalConf
+from gateway.core.settings import ServiceSettings
+from gateway.proxy.runtime import GatewayRuntime, read_body
+from gateway.proxy.tls import peer_fingerprint
+
+log = logging.getLogger("wasl.serverproxy")
+_ORIGIN = Origin.SERVER_PROXY
+_BACKEND_RESPONSE_DROPPED = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "server",
+                                       "date", "upgrade", "trailer", "te", "proxy-authenticate"})
+
+
+def _fault_response(fault: Fault) -> web.Response:
+    return web.Response(status=fault.http_status, body=render_json(fault), content_type="application/json",
+                        headers={envelope.HEADER_FAULT: "1"})
+
+
+class ServerProxy:
+    def __init__(self, runtime: GatewayRuntime) -> None:
+        self.rt = runtime
+        self.limit = runtime.settings.server_side.max_body_bytes
+
+    async def handle(self, request: web.Request) -> web.Response:
+        try:
+            return await self._handle(request)
+        except Fault as fault:
+            detail = str(uuid.uuid4())
+            log.info("fault %s %s: %s", detail, fault.full_code, fault.message)
+            return _fault_response(fault.with_detail(detail))
+        except Exception:
+            detail = str(uuid.uuid4())
+            log.exception("internal error %s", detail)
+            return _fault_response(Fault(_ORIGIN, Code.INTERNAL_ERROR, "internal error in the provider's gateway",
+                                         detail))
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        conf = self.rt.require_conf(_ORIGIN)
+        fp = peer_fingerprint(request.transport.get_extra_info("ssl_object") if request.transport else None)
+        peer = conf.gateway_by_fingerprint.get(fp) if fp else None
+        if peer is None:
+            raise Fault(_ORIGIN, Code.SSL_AUTHENTICATION_FAILED,
+                        "the calling gateway's auth certificate is not registered in the global configuration")
+        body = await read_body(request, self.limit, _ORIGIN)
+        parts = envelope.read_signed_parts(request.headers, _ORIGIN)
+        manifest = envelope.parse_request(parts, body, _ORIGIN)
+        try:
+            client = ids.parse_client(manifest.client)
+            service = ids.parse_service(manifest.service)
+        except ids.IdentifierError as exc:
+            raise Fault(_ORIGIN, Code.MALFORMED_SIGNATURE, f"manifest identifiers: {exc}") from None
+        # 1-2: the client exists, and the calling gateway is one where it is registered.
+        if not conf.is_known_client(client.path()):
+            raise Fault(_ORIGIN, Code.UNKNOWN_MEMBER, f"client {client} is not in the global configuration")
+        owner = ids.parse_server(peer.server).owner
+        if client.path() not in peer.clients and client != owner:
+            raise Fault(_ORIGIN, Code.SSL_AUTHENTICATION_FAILED,
+                        f"client {client} is not registered at the calling gateway {peer.server}")
+        # The signature comes before any decision that reads the manifest's claims.
+        now = self.rt.now()
+        key = self.rt.signer_trust.public_key_for(parts, client.member.path(), conf.approved_ca_certificates,
+                                                  conf.serial, now, _ORIGIN)
+        envelope.verify_signature(parts, key, _ORIGIN)
+        skew_ms = self.rt.settings.clock_skew_seconds * 1000
+        if abs(now.timestamp() * 1000 - manifest.created_ms) > skew_ms:
+            raise Fault(_ORIGIN, Code.MALFORMED_SIGNATURE, "message time is outside the allowed clock skew")
+        # 3-5: the service exists here, the client may call it, and it is enabled.
+        settings = self.rt.service(service)
+        if settings is None or service.member.path() not in self.rt.signing:
+            raise Fault(_ORIGIN, Code.UNKNOWN_SERVICE, f"service {service} is not provided at this gateway")
+        check_access(settings.access_rules, client.path(), service.path(), conf.groups_of(client.path()),
+                     conf.instance)
+        if settings.disabled:
+            raise Fault(_ORIGIN, Code.SERVICE_DISABLED, f"service {service} is disabled")
+        if manifest.protocol != settings.type:
+            raise Fault(_ORIGIN, Code.SERVICE_TYPE,
+                        f"service {service} is a {settings.type.upper()} service, not {manifest.protocol.upper()}")
+        if manifest.protocol == "soap":
+            status, headers, resp_body = await self._soap(settings, manifest, body)
+        else:
+            status, headers, resp_body = await self._rest(settings, manifest, body)
+        return self._signed_response(conf, service, manifest, parts.manifest, status, headers, resp_body)
+
+    # -- backend calls -----------------------------------------------------------------------------------------
+
+    async def _call(self, settings: ServiceSettings, method: str, url: str, headers: list[tuple[str, str]],
+                    body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        assert self.rt.backend is not None
+        timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
+        try:
+            async with self.rt.backend.request(method, url, data=body or None, headers=headers, timeout=timeout,
+                                               allow_redirects=False) as resp:
+                data = await resp.content.read(self.limit + 1)
+                if len(data) > self.limit:
+                    raise Fault(_ORIGIN, Code.SERVICE_FAILED, "service response is larger than the limit")
+                return resp.status, [(k.lower(), v) for k, v in resp.headers.items()], data
+        except TimeoutError:
+            raise Fault(_ORIGIN, Code.SERVICE_TIMEOUT,
+                        f"service {settings.id} did not answer within {settings.timeout_seconds:g} s") from None
+        except aiohttp.ClientError as exc:
+            raise Fault(_ORIGIN, Code.SERVICE_FAILED,
+                        f"service {settings.id} failed: {exc.__class__.__name__}") from None
+
+    async def _soap(self, settings: ServiceSettings, manifest: envelope.RequestManifest,
+                    body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        request = soap.parse_message(body, _ORIGIN)
+        if (request.client is None or request.client.path() != manifest.client
+                or request.service is None or request.service.path() != manifest.service
+                or request.xroad_id != manifest.xroad_id):
+            raise Fault(_ORIGIN, Code.INCONSISTENT_HEADERS, "SOAP headers do not match the signed manifest")
+        headers = [(k, v) for k, v in manifest.headers if k in ("content-type", "soapaction")]
+        headers += self._trace_headers(manifest)
+        status, resp_headers, resp_body = await self._call(settings, "POST", settings.url, headers, body)
+        content_type = next((v for k, v in resp_headers if k == "content-type"), "")
+        if "xml" not in content_type:
+            raise Fault(_ORIGIN, Code.SERVICE_FAILED,
+                        f"service answered HTTP {status} with {content_type or 'no content type'}, not SOAP")
+        try:
+            response = soap.parse_message(resp_body, _ORIGIN, expect_request=False)
+        except Fault as fault:
+            raise Fault(_ORIGIN, Code.SERVICE_FAILED,
+                        f"service returned an invalid SOAP message: {fault.message}") from None
+        soap.check_consistent(response, request, _ORIGIN)
+        bound = soap.bind_response(response, request, manifest.body_sha512)
+        return (500 if response.is_fault else 200), [("content-type", "text/xml; charset=utf-8")], bound
+
+    async def _rest(self, settings: ServiceSettings, manifest: envelope.RequestManifest,
+                    body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        url = settings.url + manifest.path + (f"?{manifest.query}" if manifest.query else "")
+        headers = list(manifest.headers)
+        headers += [("X-Road-Client", manifest.client), ("X-Road-Service", manifest.service),
+                    ("X-Road-Id", manifest.xroad_id)]
+        if manifest.user_id:
+            headers.append(("X-Road-UserId", manifest.user_id))
+        if manifest.issue:
+            headers.append(("X-Road-Issue", manifest.issue))
+        headers += self._trace_headers(manifest)
+        status, resp_headers, resp_body = await self._call(settings, manifest.method, url, headers, body)
+        return status, [(k, v) for k, v in resp_headers if k not in _BACKEND_RESPONSE_DROPPED], resp_body
+
+    @staticmethod
+    def _trace_headers(manifest: envelope.RequestManifest) -> list[tuple[str, str]]:
+        out = []
+        if manifest.traceparent:
+            out.append(("traceparent", manifest.traceparent))
+        if manifest.tracestate:
+            out.append(("tracestate", manifest.tracestate))
+        return out
+
+    # -- the signed response -----------------------------------------------------------------------------------
+
+    def _signed_response(self, conf: GlobalConf, service: ids.ServiceId, request: envelope.RequestManifest,
+                         request_manifest: bytes, status: int, headers: list[tuple[str, str]],
+                         body: bytes) -> web.Response:
+        identity = self.rt.signing_identity(service.member.path(), _ORIGIN)
+        response = envelope.ResponseManifest(
+            xroad_id=request.xroad_id, request_id=request.request_id,
+            request_hash=envelope.request_hash(request_manifest), status=status, headers=tuple(headers),
+            body_sha512=envelope.body_digest(body), body_length=len(body), created_ms=int(time.time() * 1000))
+        parts = envelope.sign(envelope.encode_manifest(response), identity.key, identity.certificate_der)
+        out = parts.to_headers()
+        out["Content-Type"] = "application/octet-stream"
+        return web.Response(status=200, body=body, headers=out)

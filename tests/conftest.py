@@ -1,0 +1,177 @@
+"""Shared fixtures: a whole federation (registry, three gateways, backends) on loopback, in this event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from lxml import etree
+
+from gateway.configfile import load_model
+from gateway.core import identifiers as ids
+from gateway.core import soap
+from gateway.core.settings import GatewaySettings
+from gateway.demo import federation as fed
+from gateway.proxy.app import RunningGateway
+from gateway.registry.server import Registry
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def free_ports(count: int) -> list[int]:
+    socks = []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+# -- test backends: an X-Road-aware SOAP echo service and a REST echo service ------------------------------------
+
+async def soap_echo(request: web.Request) -> web.Response:
+    body = await request.read()
+    root = soap.parse_xml(body)
+    header = root.find(f"{{{soap.SOAP_ENV}}}Header")
+    body_el = root.find(f"{{{soap.SOAP_ENV}}}Body")[0]
+    nsmap = {"SOAP-ENV": soap.SOAP_ENV}
+    out = etree.Element(f"{{{soap.SOAP_ENV}}}Envelope", nsmap=nsmap)
+    out.append(header)
+    out_body = etree.SubElement(out, f"{{{soap.SOAP_ENV}}}Body")
+    resp = etree.SubElement(out_body, f"{{{etree.QName(body_el).namespace}}}{etree.QName(body_el).localname}Response")
+    etree.SubElement(resp, "echo").text = (body_el.findtext("text") or "")
+    etree.SubElement(resp, "soapAction").text = request.headers.get("SOAPAction", "")
+    etree.SubElement(resp, "traceparent").text = request.headers.get("traceparent", "")
+    return web.Response(body=etree.tostring(out, xml_declaration=True, encoding="UTF-8"),
+                        content_type="text/xml", charset="utf-8")
+
+
+async def rest_echo(request: web.Request) -> web.Response:
+    body = await request.read()
+    return web.json_response({
+        "method": request.method, "path": request.rel_url.raw_path, "query": request.rel_url.raw_query_string,
+        "body": body.decode("utf-8", "replace"),
+        "headers": {k: v for k, v in request.headers.items() if k.lower().startswith(("x-road", "content-type",
+                                                                                      "traceparent", "x-custom"))},
+    }, headers={"X-Backend": "rest-echo"})
+
+
+async def hang(request: web.Request) -> web.Response:
+    await asyncio.sleep(30)
+    return web.Response(text="late")
+
+
+async def reset(request: web.Request) -> web.Response:
+    assert request.transport is not None
+    request.transport.abort()
+    await asyncio.sleep(1)
+    return web.Response(text="never")
+
+
+def backend_app() -> web.Application:
+    app = web.Application()
+    app.router.add_post("/soap", soap_echo)
+    app.router.add_route("*", "/rest{tail:.*}", rest_echo)
+    app.router.add_route("*", "/hang", hang)
+    app.router.add_route("*", "/reset", reset)
+    return app
+
+
+async def start_app(app: web.Application, port: int = 0) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
+# -- the federation ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Federation:
+    layout: fed.Layout
+    gateways: dict[str, RunningGateway]
+    registry: Registry
+    session: aiohttp.ClientSession
+    backend_port: int
+
+    def client_url(self, agency: str, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.layout.ports.client_side[agency]}{path}"
+
+    def subsystem(self, agency: str) -> ids.SubsystemId:
+        return next(a.subsystem_id for a in self.layout.agencies if a.key == agency)
+
+
+def demo_services(backend: str) -> list[fed.Service]:
+    population = "SUBSYSTEM:DEMO/GOV/1003/patients"
+    return [
+        fed.Service("civil", "echo", "soap", f"{backend}/soap", ("GLOBALGROUP:DEMO/trusted", population)),
+        fed.Service("civil", "getPerson", "soap", f"{backend}/soap", ("MEMBER:DEMO/GOV/1003",), version="v1"),
+        fed.Service("civil", "disabledService", "soap", f"{backend}/soap", (population,), disabled=True),
+        fed.Service("civil", "slow", "soap", f"{backend}/hang", (population,), timeout_seconds=0.5),
+        fed.Service("civil", "broken", "soap", f"{backend}/reset", (population,)),
+        fed.Service("tax", "taxpayers", "rest", f"{backend}/rest", ("SUBSYSTEM:DEMO/GOV/1001/population",)),
+        fed.Service("tax", "open", "rest", f"{backend}/rest", ("SUBSYSTEM:DEMO/GOV/1001/population",
+                                                               population)),
+        fed.Service("tax", "slowrest", "rest", f"{backend}/hang", (population,), timeout_seconds=0.5),
+    ]
+
+
+async def start_federation(directory: Path, *, max_body_bytes: int = 1024 * 1024,
+                           validity_seconds: int = 600) -> Federation:
+    backend_runner, backend_port = await start_app(backend_app())
+    ports_list = free_ports(7)
+    ports = fed.Ports(registry=ports_list[0],
+                      client_side={"civil": ports_list[1], "tax": ports_list[2], "health": ports_list[3]},
+                      server_side={"civil": ports_list[4], "tax": ports_list[5], "health": ports_list[6]})
+    limits = {"client_side": {"host": "127.0.0.1", "max_body_bytes": max_body_bytes}}
+    overrides = {k: {"client_side": {**limits["client_side"], "port": ports.client_side[k]},
+                     "globalconf_refresh_seconds": 0.3} for k in ("civil", "tax", "health")}
+    layout = fed.build(directory, ports, demo_services(f"http://127.0.0.1:{backend_port}"),
+                       global_groups=[{"code": "trusted", "members": ["DEMO/GOV/1002/tax-records"]}],
+                       validity_seconds=validity_seconds, gateway_overrides=overrides)
+    registry = Registry(layout.federation_file)
+    registry_runner, _ = await start_app(registry.app(), ports.registry)
+    gateways = {}
+    for key, path in layout.gateway_files.items():
+        gw = RunningGateway(load_model(path, GatewaySettings))
+        await gw.start()
+        gateways[key] = gw
+    session = aiohttp.ClientSession()
+    federation = Federation(layout, gateways, registry, session, backend_port)
+    federation._runners = [backend_runner, registry_runner]  # type: ignore[attr-defined]
+    return federation
+
+
+async def stop_federation(federation: Federation) -> None:
+    await federation.session.close()
+    for gw in federation.gateways.values():
+        await gw.stop()
+    for runner in federation._runners:  # type: ignore[attr-defined]
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def federation(tmp_path: Path) -> AsyncIterator[Federation]:
+    f = await start_federation(tmp_path)
+    try:
+        yield f
+    finally:
+        await stop_federation(f)
+
+
+def soap_request(client: ids.ClientId, service: ids.ServiceId, xroad_id: str = "id-1", text: str = "hello",
+                 user_id: str | None = "EE12345") -> bytes:
+    body = etree.Element(f"{{http://test.example/}}{service.service_code}", nsmap={"t": "http://test.example/"})
+    etree.SubElement(body, "text").text = text
+    return soap.build_request(client, service, xroad_id, body, user_id=user_id)
