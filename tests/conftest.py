@@ -88,7 +88,7 @@ def backend_app() -> web.Application:
 
 
 async def start_app(app: web.Application, port: int = 0) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()

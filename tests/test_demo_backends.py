@@ -31,9 +31,10 @@ from gateway.demo.backends import (
     start_app,
 )
 
-CLIENT = {"objectType": "SUBSYSTEM", "xRoadInstance": "DEMO", "memberClass": "GOV", "memberCode": "1001",
-          "subsystemCode": "caseworker"}
-SERVICE = {"objectType": "SERVICE", "xRoadInstance": "DEMO", "memberClass": "GOV", "memberCode": "2002",
+# The demo federation's identifiers: the health ministry's subsystem asks the civil registry's population subsystem.
+CLIENT = {"objectType": "SUBSYSTEM", "xRoadInstance": "DEMO", "memberClass": "GOV", "memberCode": "1003",
+          "subsystemCode": "patients"}
+SERVICE = {"objectType": "SERVICE", "xRoadInstance": "DEMO", "memberClass": "GOV", "memberCode": "1001",
            "subsystemCode": "population", "serviceCode": "getPerson", "serviceVersion": "v1"}
 XML_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
 
@@ -171,7 +172,7 @@ async def test_get_person_via_zeep_envelope_echoes_every_header_in_order(
 
     result = _zeep_reply(soap_client, "getPerson", status, content_type, body)
     assert result.header.id == "5c1d5ae2-8d0b-4c0e-9d36-0d6f3f6a3d01"
-    assert result.header.client.subsystemCode == "caseworker"
+    assert result.header.client.subsystemCode == "patients"
     assert result.header.protocolVersion == "4.0"
     person = result.body.person
     assert (person.personCode, person.givenName, person.familyName) == ("90000000003", "Mari", "Kask")

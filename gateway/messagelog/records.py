@@ -261,25 +261,16 @@ def _intact(r: LogRecord, seq: int) -> bool:
     return _hash(seq, r, r.prev_hash) == r.record_hash
 
 
-def _ranges(values: list[int]) -> Iterator[tuple[int, int]]:
-    """Collapse sorted ints into (first, last) runs of consecutive values."""
-    start = prev = values[0]
-    for v in values[1:]:
-        if v != prev + 1:
-            yield start, prev
-            start = v
-        prev = v
-    yield start, prev
-
-
-def _gaps(lo: int, hi: int, occupied: set[int]) -> list[int]:
-    """The ints in [lo, hi] not in ``occupied``; walks the occupied values, so a forged huge seq costs nothing."""
-    out: list[int] = []
+def _gaps(lo: int, hi: int, occupied: set[int]) -> list[tuple[int, int]]:
+    """The runs (first, last) of ints in [lo, hi] not in ``occupied``, never materialising the range itself."""
+    out: list[tuple[int, int]] = []
     expect = lo
     for s in sorted(v for v in occupied if lo <= v <= hi):
-        out.extend(range(expect, s))
+        if s > expect:
+            out.append((expect, s - 1))
         expect = s + 1
-    out.extend(range(expect, hi + 1))
+    if expect <= hi:
+        out.append((expect, hi))
     return out
 
 
@@ -417,23 +408,30 @@ def verify_chain(
     top = max(occupied) if occupied else first_seq - 1
     if end is not None:
         top = max(top, end.seq)
-    missing = _gaps(first_seq, top, occupied)
-    if missing:
-        for lo, hi in _ranges(missing):
-            before = genuine.get(lo - 1)
-            after = genuine.get(hi + 1)
-            ctx = []
-            if before is not None:
-                ctx.append(f"after seq {lo - 1} (xroad_id {recs[before].xroad_id!r})")
-            if after is not None:
-                ctx.append(f"before seq {hi + 1} (xroad_id {recs[after].xroad_id!r})")
-            what = f"{hi - lo + 1} record(s) missing"
-            if hi + 1 > top and end is not None:
-                what += " at the tail, up to the chain head"
-            problems.append(
-                ChainProblem(ProblemKind.DELETED, lo, None, " ".join([what, *ctx]), hi if hi != lo else None)
-            )
-        missing_before = missing
+    gaps = _gaps(first_seq, top, occupied)
+    for lo, hi in gaps:
+        before = genuine.get(lo - 1)
+        after = genuine.get(hi + 1)
+        ctx = []
+        if before is not None:
+            ctx.append(f"after seq {lo - 1} (xroad_id {recs[before].xroad_id!r})")
+        if after is not None:
+            ctx.append(f"before seq {hi + 1} (xroad_id {recs[after].xroad_id!r})")
+        what = f"{hi - lo + 1} record(s) missing"
+        if hi == top and end is not None:
+            what += " at the tail, up to the chain head"
+        problems.append(ChainProblem(ProblemKind.DELETED, lo, None, " ".join([what, *ctx]), hi if hi != lo else None))
+    gap_starts = [lo for lo, _ in gaps]
+    gap_sizes_before = [0]
+    for lo, hi in gaps:
+        gap_sizes_before.append(gap_sizes_before[-1] + hi - lo + 1)
+
+    def missing_below(t: int) -> int:
+        k = bisect.bisect_left(gap_starts, t)
+        if k == 0:
+            return 0
+        lo, hi = gaps[k - 1]
+        return gap_sizes_before[k - 1] + min(hi, t - 1) - lo + 1
 
     # Records away from their own seq. A shift equal to (inserted rows before it) - (deleted seqs before it) is the
     # renumbering an insert or a hidden delete needs; report such a run once. Any other displacement is a reorder.
@@ -462,7 +460,7 @@ def verify_chain(
         if t is None or i in inserted or t == r.seq:
             flush_run()
             continue
-        expected_shift = bisect.bisect_left(inserted_positions, i) - bisect.bisect_left(missing_before, t)
+        expected_shift = bisect.bisect_left(inserted_positions, i) - missing_below(t)
         if expected_shift != 0 and r.seq - t == expected_shift:
             if run and (true[run[-1]] != t - 1 or run[-1] != i - 1):
                 flush_run()

@@ -1,0 +1,225 @@
+"""`wasl demo`: a whole local federation (registry, three agency gateways, two backends) and sample exchanges."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from lxml import etree
+
+from gateway.core import identifiers as ids
+from gateway.core import soap
+from gateway.demo import federation as fed
+from gateway.demo.backends import POPULATION_NS, make_population_app, make_tax_app, start_app
+
+GET_PERSON = ids.ServiceId(fed.INSTANCE, "GOV", "1001", "population", "getPerson", "v1")
+
+
+def demo_services(population_url: str, tax_url: str) -> list[fed.Service]:
+    return [
+        # The civil registry publishes its SOAP service to a global group of trusted agencies.
+        fed.Service("civil", "getPerson", "soap", population_url, ("GLOBALGROUP:DEMO/trusted-agencies",),
+                    version="v1"),
+        fed.Service("civil", "echo", "soap", population_url, ("MEMBER:DEMO/GOV/1003",)),
+        # The tax authority's REST service is open to the civil registry only.
+        fed.Service("tax", "taxpayers", "rest", tax_url, ("SUBSYSTEM:DEMO/GOV/1001/population",)),
+    ]
+
+
+GROUPS = [{"code": "trusted-agencies", "description": "Agencies allowed to read the population register",
+           "members": ["DEMO/GOV/1002/tax-records", "DEMO/GOV/1003/patients"]}]
+
+
+@dataclass
+class Outcome:
+    title: str
+    expected: str  # "ok" or a fault code
+    got: str
+    xroad_id: str
+    request_id: str
+    detail: str
+
+    @property
+    def passed(self) -> bool:
+        return self.got == self.expected
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _spawn(args: list[str], log_file: Path) -> subprocess.Popen[bytes]:
+    out = log_file.open("ab")
+    return subprocess.Popen([sys.executable, "-m", "gateway.cli", *args], stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+async def _wait_ready(session: aiohttp.ClientSession, url: str, proc: subprocess.Popen[bytes], what: str,
+                      log_file: Path, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}; see {log_file}")
+        with contextlib.suppress(aiohttp.ClientError, OSError):
+            async with session.get(url) as resp:
+                if resp.status == 200:
+                    return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"{what} was not ready within {seconds:.0f} s; see {log_file}")
+
+
+def _person_request(client: ids.SubsystemId, xroad_id: str, code: str) -> bytes:
+    body = etree.Element(f"{{{POPULATION_NS}}}getPerson", nsmap={"pop": POPULATION_NS})
+    etree.SubElement(body, "personCode").text = code
+    return soap.build_request(client, GET_PERSON, xroad_id, body, user_id="demo-operator")
+
+
+async def _soap_call(session: aiohttp.ClientSession, url: str, payload: bytes) -> tuple[str, str, str, str]:
+    async with session.post(url, data=payload, headers={"Content-Type": "text/xml; charset=utf-8"}) as resp:
+        body = await resp.read()
+        root = etree.fromstring(body)
+        code = root.findtext(".//faultcode")
+        if code:
+            return code, "", "", root.findtext(".//faultstring") or ""
+        name = root.findtext(".//{*}givenName") or ""
+        family = root.findtext(".//{*}familyName") or ""
+        return "ok", resp.headers.get("X-Road-Id", ""), resp.headers.get("X-Road-Request-Id", ""), \
+            f"{name} {family}".strip()
+
+
+async def _rest_call(session: aiohttp.ClientSession, url: str, client: str) -> tuple[str, str, str, str]:
+    async with session.get(url, headers={"X-Road-Client": client, "Accept": "application/json"}) as resp:
+        data = await resp.json(content_type=None)
+        if "X-Road-Error" in resp.headers:
+            return data["type"], "", "", data["message"]
+        return "ok", resp.headers.get("X-Road-Id", ""), resp.headers.get("X-Road-Request-Id", ""), \
+            json.dumps(data)[:80]
+
+
+async def run_exchanges(layout: fed.Layout) -> list[Outcome]:
+    ports = layout.ports.client_side
+    health, tax, civil = (next(a for a in layout.agencies if a.key == k) for k in ("health", "tax", "civil"))
+    outcomes = []
+    async with aiohttp.ClientSession() as session:
+        calls = [
+            ("Ministry of Health -> Civil Registry: getPerson (SOAP)", "ok",
+             _soap_call(session, f"http://127.0.0.1:{ports['health']}/",
+                        _person_request(health.subsystem_id, "demo-soap-1", "90000000001"))),
+            ("Tax Authority -> Civil Registry: getPerson (SOAP)", "ok",
+             _soap_call(session, f"http://127.0.0.1:{ports['tax']}/",
+                        _person_request(tax.subsystem_id, "demo-soap-2", "90000000002"))),
+            ("Civil Registry -> Tax Authority: GET /taxpayers/{code} (REST)", "ok",
+             _rest_call(session, f"http://127.0.0.1:{ports['civil']}/r1/DEMO/GOV/1002/tax-records/taxpayers"
+                                 "/90000000001", civil.subsystem_id.path())),
+            ("Ministry of Health -> Tax Authority (REST, not allowed)", "Server.ServerProxy.AccessDenied",
+             _rest_call(session, f"http://127.0.0.1:{ports['health']}/r1/DEMO/GOV/1002/tax-records/taxpayers"
+                                 "/90000000001", health.subsystem_id.path())),
+        ]
+        for title, expected, call in calls:
+            try:
+                got, xroad_id, request_id, detail = await call
+            except (aiohttp.ClientError, ValueError, etree.XMLSyntaxError) as exc:
+                got, xroad_id, request_id, detail = "error", "", "", f"{exc.__class__.__name__}: {exc}"
+            outcomes.append(Outcome(title, expected, got, xroad_id, request_id, detail))
+    return outcomes
+
+
+def curl_examples(layout: fed.Layout) -> str:
+    ports = layout.ports.client_side
+    soap_file = layout.directory / "getPerson.xml"
+    soap_file.write_bytes(_person_request(next(a for a in layout.agencies if a.key == "health").subsystem_id,
+                                          "curl-1", "90000000001"))
+    return "\n".join([
+        "# SOAP: the Ministry of Health asks the Civil Registry for a person",
+        f"curl -s -H 'Content-Type: text/xml' --data-binary @{soap_file} http://127.0.0.1:{ports['health']}/",
+        "# REST: the Civil Registry reads a taxpayer from the Tax Authority",
+        f"curl -s -H 'X-Road-Client: DEMO/GOV/1001/population' "
+        f"http://127.0.0.1:{ports['civil']}/r1/DEMO/GOV/1002/tax-records/taxpayers/90000000001",
+        "# REST: the same call from the Ministry of Health is denied",
+        f"curl -s -H 'X-Road-Client: DEMO/GOV/1003/patients' "
+        f"http://127.0.0.1:{ports['health']}/r1/DEMO/GOV/1002/tax-records/taxpayers/90000000001",
+        f"# The signed global configuration: curl -s http://127.0.0.1:{layout.ports.registry}/globalconf",
+    ])
+
+
+async def demo(directory: Path | None, base_port: int, once: bool) -> int:
+    folder = directory or Path(tempfile.mkdtemp(prefix="wasl-demo-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    ports = fed.ports_from(base_port, fed.DEMO_AGENCIES)
+    wanted = [ports.registry, *ports.client_side.values(), *ports.server_side.values(), base_port + 21,
+              base_port + 22]
+    busy = [p for p in wanted if not _port_free(p)]
+    if busy:
+        print(f"wasl demo: ports {busy} are in use; choose another range with --base-port", file=sys.stderr)
+        return 2
+    population_runner, population_port = await start_app(make_population_app(), port=base_port + 21)
+    tax_runner, tax_port = await start_app(make_tax_app(), port=base_port + 22)
+    layout = fed.build(folder, ports, demo_services(f"http://127.0.0.1:{population_port}/population",
+                                                   f"http://127.0.0.1:{tax_port}/taxpayers"), global_groups=GROUPS)
+    logs = folder / "logs"
+    logs.mkdir(exist_ok=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    print(f"Wasl demo federation in {folder}")
+    try:
+        async with aiohttp.ClientSession() as session:
+            reg_log = logs / "registry.log"
+            procs.append(_spawn(["registry", "serve", "--config", str(layout.federation_file)], reg_log))
+            await _wait_ready(session, f"http://127.0.0.1:{ports.registry}/livez", procs[-1], "registry", reg_log)
+            print(f"  central registry     http://127.0.0.1:{ports.registry}/globalconf")
+            for agency in layout.agencies:
+                gw_log = logs / f"gateway-{agency.key}.log"
+                procs.append(_spawn(["gateway", "serve", "--config", str(layout.gateway_files[agency.key])], gw_log))
+            for agency, proc in zip(layout.agencies, procs[1:], strict=True):
+                gw_log = logs / f"gateway-{agency.key}.log"
+                await _wait_ready(session, f"http://127.0.0.1:{ports.client_side[agency.key]}/readyz", proc,
+                                  f"gateway {agency.server_code}", gw_log)
+                print(f"  {agency.name:<22} gateway {agency.server.path():<28} client side "
+                      f"http://127.0.0.1:{ports.client_side[agency.key]}  server side (mTLS) "
+                      f"https://127.0.0.1:{ports.server_side[agency.key]}")
+        print("\nSample exchanges:")
+        outcomes = await run_exchanges(layout)
+        for o in outcomes:
+            mark = "PASS" if o.passed else "FAIL"
+            ids_text = f"X-Road-Id={o.xroad_id} X-Road-Request-Id={o.request_id}" if o.xroad_id else ""
+            print(f"  [{mark}] {o.title}\n         -> {o.got} {ids_text}\n            {o.detail}")
+        print("\nTry it yourself:\n" + curl_examples(layout))
+        failed = [o for o in outcomes if not o.passed]
+        if once:
+            return 1 if failed else 0
+        print("\nThe federation keeps running; press Ctrl-C to stop.")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        return 0
+    except RuntimeError as exc:
+        print(f"wasl demo: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        await population_runner.cleanup()
+        await tax_runner.cleanup()
