@@ -19,7 +19,7 @@ from gateway.core import identifiers as ids
 from gateway.core.certificates import fingerprint
 from gateway.proxy import tls
 from gateway.trust.pki import CertificateAuthority, load_certificate, new_key, save_certificate, save_key
-from tests.conftest import Federation, free_ports, soap_request, start_app, start_federation, stop_federation
+from tests.conftest import Federation, free_ports, soap_request, start_federation, stop_federation
 from tests.test_exchange import ECHO, fault_code, post_soap
 
 

@@ -49,7 +49,7 @@ def request_hash(manifest: bytes) -> str:
     return b64(hashlib.sha512(manifest).digest())
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: frozen dataclasses cost a setattr call per field on every message
 class RequestManifest:
     protocol: str  # "soap" or "rest"
     xroad_id: str
@@ -85,7 +85,7 @@ class RequestManifest:
         return data
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResponseManifest:
     xroad_id: str
     request_id: str

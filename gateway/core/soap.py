@@ -48,7 +48,7 @@ def parse_xml(data: bytes, origin: Origin = Origin.CLIENT, what: str = "SOAP mes
     return root
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SoapMessage:
     """An X-Road SOAP message: its identifiers and the parsed tree (kept so nothing is parsed twice)."""
 
@@ -71,18 +71,26 @@ def _text(el: etree._Element | None) -> str | None:
     return el.text.strip()
 
 
+_IDEN_PREFIX = f"{{{IDEN}}}"
+_XROAD_PREFIX = f"{{{XROAD}}}"
+
+
 def _id_parts(el: etree._Element, origin: Origin, what: str, allowed: tuple[str, ...]) -> dict[str, str]:
     parts: dict[str, str] = {}
     for child in el:
-        if not isinstance(child.tag, str):
+        tag = child.tag
+        if not isinstance(tag, str):
             continue
-        q = etree.QName(child)
-        if q.namespace != IDEN or q.localname not in allowed:
+        # Plain string work: this runs for every message, and etree.QName objects cost more than the parse.
+        local = tag[len(_IDEN_PREFIX):] if tag.startswith(_IDEN_PREFIX) else None
+        if local is None or local not in allowed:
             raise Fault(origin, Code.INVALID_CLIENT_IDENTIFIER if what == "client" else
-                        Code.INVALID_SERVICE_IDENTIFIER, f"{what} header has unexpected element {q.localname}")
-        if q.localname in parts:
-            raise Fault(origin, Code.DUPLICATE_HEADER_FIELD, f"{what} header repeats {q.localname}")
-        parts[q.localname] = _text(child) or ""
+                        Code.INVALID_SERVICE_IDENTIFIER,
+                        f"{what} header has unexpected element {etree.QName(child).localname}")
+        if local in parts:
+            raise Fault(origin, Code.DUPLICATE_HEADER_FIELD, f"{what} header repeats {local}")
+        text = child.text
+        parts[local] = text.strip() if text else ""
     return parts
 
 
@@ -158,13 +166,14 @@ def parse_message(data: bytes, origin: Origin = Origin.CLIENT, *, expect_request
             raise Fault(origin, Code.MISSING_HEADER, "SOAP Envelope has no Header with X-Road headers")
     found: dict[str, etree._Element] = {}
     for el in header:
-        if not isinstance(el.tag, str):
+        tag = el.tag
+        if not isinstance(tag, str) or not tag.startswith(_XROAD_PREFIX):
             continue
-        q = etree.QName(el)
-        if q.namespace == XROAD and q.localname in _KNOWN_HEADERS:
-            if q.localname in found:
-                raise Fault(origin, Code.DUPLICATE_HEADER_FIELD, f"header field {q.localname} appears twice")
-            found[q.localname] = el
+        local = tag[len(_XROAD_PREFIX):]
+        if local in _KNOWN_HEADERS:
+            if local in found:
+                raise Fault(origin, Code.DUPLICATE_HEADER_FIELD, f"header field {local} appears twice")
+            found[local] = el
     if is_fault and not expect_request and "client" not in found:
         # A service may answer a bare SOAP Fault; the gateway adds the request's headers back.
         return SoapMessage(None, None, "", PROTOCOL_VERSION, None, None, None, root, header, body_element, True)
@@ -194,18 +203,16 @@ def bind_response(response: SoapMessage, request: SoapMessage, request_hash: str
     """The provider's gateway makes the response answer the request: X-Road headers echoed from the request
     when the service left them out, and ``requestHash`` set (overwriting any value the service gave)."""
     header = response.header
-    present = {etree.QName(el).localname: el for el in header
-               if isinstance(el.tag, str) and etree.QName(el).namespace == XROAD}
+    present = {el.tag: el for el in header if isinstance(el.tag, str) and el.tag.startswith(_XROAD_PREFIX)}
+    hash_tag = f"{_XROAD_PREFIX}requestHash"
     for el in request.header:
-        if not isinstance(el.tag, str):
-            continue
-        q = etree.QName(el)
-        if q.namespace == XROAD and q.localname not in present and q.localname != "requestHash":
+        tag = el.tag
+        if isinstance(tag, str) and tag.startswith(_XROAD_PREFIX) and tag not in present and tag != hash_tag:
             header.append(copy.deepcopy(el))
-    old = present.get("requestHash")
+    old = present.get(hash_tag)
     if old is not None:
         header.remove(old)
-    hash_el = etree.SubElement(header, f"{{{XROAD}}}requestHash")
+    hash_el = etree.SubElement(header, hash_tag)
     hash_el.set("algorithmId", SHA512_URI)
     hash_el.text = request_hash
     return etree.tostring(response.root, xml_declaration=True, encoding="UTF-8")

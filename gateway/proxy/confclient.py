@@ -20,6 +20,7 @@ from gateway.core.globalconf import (
     GlobalConfError,
     verify_container,
 )
+from gateway.proxy.httpio import read_limited
 
 log = logging.getLogger("wasl.globalconf")
 FILE_NAME = "globalconf.json"
@@ -77,7 +78,9 @@ class GlobalConfClient:
             async with session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
                 if resp.status != 200:
                     raise GlobalConfError(Code.NETWORK_ERROR, f"registry answered HTTP {resp.status}")
-                blob = await resp.content.read(MAX_CONTAINER_BYTES + 1)
+                blob = await read_limited(resp.content, MAX_CONTAINER_BYTES)
+                if blob is None:
+                    raise GlobalConfError(Code.MALFORMED_GLOBALCONF, "global configuration is too large")
             await asyncio.to_thread(self.accept, blob, dt.datetime.now(dt.UTC))
             self.last_error = None
             self.last_success = dt.datetime.now(dt.UTC)

@@ -22,6 +22,7 @@ from gateway.core.settings import GatewaySettings, ServiceSettings
 from gateway.core.signers import SignerTrust
 from gateway.proxy import tls
 from gateway.proxy.confclient import GlobalConfClient
+from gateway.proxy.httpio import read_limited
 from gateway.trust.pki import load_certificate, load_key
 
 log = logging.getLogger("wasl.gateway")
@@ -35,14 +36,13 @@ class SigningIdentity:
 
 
 async def read_body(request: web.Request, limit: int, origin: Origin) -> bytes:
-    """Read the whole body, refusing more than ``limit`` bytes with a fault instead of buffering it."""
+    """Read the whole request body, refusing more than ``limit`` bytes with a fault."""
+    too_large = Fault(origin, Code.MESSAGE_TOO_LARGE, f"message is larger than the limit of {limit} bytes")
     if request.content_length is not None and request.content_length > limit:
-        raise Fault(origin, Code.MESSAGE_TOO_LARGE, f"message is larger than the limit of {limit} bytes")
-    data = await request.content.read(limit + 1)
-    if len(data) > limit:
-        raise Fault(origin, Code.MESSAGE_TOO_LARGE, f"message is larger than the limit of {limit} bytes")
-    if not request.content.at_eof():
-        raise Fault(origin, Code.MESSAGE_TOO_LARGE, f"message is larger than the limit of {limit} bytes")
+        raise too_large
+    data = await read_limited(request.content, limit)
+    if data is None:
+        raise too_large
     return data
 
 

@@ -16,6 +16,7 @@ from gateway.core.access import check_access
 from gateway.core.faults import Code, Fault, Origin, render_json
 from gateway.core.globalconf import GlobalConf
 from gateway.core.settings import ServiceSettings
+from gateway.proxy.httpio import read_limited
 from gateway.proxy.runtime import GatewayRuntime, read_body
 from gateway.proxy.tls import peer_fingerprint
 
@@ -104,8 +105,8 @@ class ServerProxy:
         try:
             async with self.rt.backend.request(method, url, data=body or None, headers=headers, timeout=timeout,
                                                allow_redirects=False) as resp:
-                data = await resp.content.read(self.limit + 1)
-                if len(data) > self.limit:
+                data = await read_limited(resp.content, self.limit)
+                if data is None:
                     raise Fault(_ORIGIN, Code.SERVICE_FAILED, "service response is larger than the limit")
                 return resp.status, [(k.lower(), v) for k, v in resp.headers.items()], data
         except TimeoutError:

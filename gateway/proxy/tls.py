@@ -68,8 +68,20 @@ def pinned_client_context(certificate: Path, key: Path, approved_cas: list[x509.
     return ctx
 
 
+_fingerprints: dict[int, tuple[ssl.SSLObject, str | None]] = {}
+
+
 def peer_fingerprint(ssl_object: ssl.SSLObject | None) -> str | None:
+    """SHA-256 of the peer's certificate, remembered per connection: keep-alive connections carry
+    thousands of requests, and the certificate cannot change within one."""
     if ssl_object is None:
         return None
+    cached = _fingerprints.get(id(ssl_object))
+    if cached is not None and cached[0] is ssl_object:
+        return cached[1]
     der = ssl_object.getpeercert(binary_form=True)
-    return hashlib.sha256(der).hexdigest() if der else None
+    fp = hashlib.sha256(der).hexdigest() if der else None
+    if len(_fingerprints) > 4096:  # closed connections are dropped wholesale; live ones re-enter on use
+        _fingerprints.clear()
+    _fingerprints[id(ssl_object)] = (ssl_object, fp)
+    return fp
