@@ -245,6 +245,31 @@ def load(soap_url: str, rest_url: str, seconds: float, concurrency: int, max_req
     return json.loads(out.stdout)
 
 
+def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float:
+    """CPU time used so far by these processes and their workers (same process group), from /proc."""
+    groups = {p.pid for p in procs}
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) in groups:  # field 5 of stat: the process group
+            total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def measured(procs: list[subprocess.Popen[bytes]], run) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Run the load and add the proxies' CPU microseconds per request, which contention barely moves."""
+    before = cpu_seconds(procs)
+    result = run()
+    used = cpu_seconds(procs) - before
+    result["cpu_us_per_request"] = used / max(result["requests"], 1) * 1e6
+    return result
+
+
 def wait_ready(url: str, proc: subprocess.Popen[bytes], seconds: float = 30) -> None:
     import urllib.request
 
@@ -307,8 +332,9 @@ def main() -> None:
         procs.append(spawn(__file__, "--role", "bare-a", "--port", str(a_port),
                            "--upstream", f"https://127.0.0.1:{b_port}", "--pki", str(work / "pki")))
         wait_port(a_port, procs[-1])
-        bare = load(f"http://127.0.0.1:{a_port}/soap", f"http://127.0.0.1:{a_port}/rest/declarations",
-                    args.seconds, args.concurrency, args.max_requests)
+        bare = measured(procs[1:], lambda: load(f"http://127.0.0.1:{a_port}/soap",
+                                                f"http://127.0.0.1:{a_port}/rest/declarations",
+                                                args.seconds, args.concurrency, args.max_requests))
         stop(procs[1:])
         del procs[1:]
 
@@ -320,15 +346,17 @@ def main() -> None:
         for key, proc in zip(("health", "civil"), procs[2:], strict=True):
             wait_ready(f"http://127.0.0.1:{ports.client_side[key]}/readyz", proc)
         entry = f"http://127.0.0.1:{ports.client_side['health']}"
-        exchange = load(entry + "/", entry + "/r1/DEMO/GOV/1001/population/bench/declarations", args.seconds,
-                        args.concurrency, args.max_requests)
+        exchange = measured(procs[2:], lambda: load(
+            entry + "/", entry + "/r1/DEMO/GOV/1001/population/bench/declarations", args.seconds,
+            args.concurrency, args.max_requests))
     finally:
         stop(procs)
 
     ratio = exchange["rps"] / bare["rps"]
     for name, r in (("baseline (bare mTLS chain)", bare), ("exchange (signed, checked)", exchange)):
         print(f"{name:<28} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
-              f"requests {r['requests']:.0f}  errors {r['errors']:.0f}")
+              f"requests {r['requests']:.0f}  errors {r['errors']:.0f}  "
+              f"proxy CPU {r['cpu_us_per_request']:.0f} us/request")
     print(f"exchange_rps={exchange['rps']:.1f} baseline_rps={bare['rps']:.1f} ratio={ratio:.3f} "
           f"p99_ms={exchange['p99_ms']:.2f}")
 

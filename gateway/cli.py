@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run a whole local federation with sample exchanges")
     demo.add_argument("--once", action="store_true", help="run the sample exchanges, then exit (0 = all passed)")
     demo.add_argument("--dir", type=Path, help="where to put the PKI, configuration and logs (default: temp)")
-    demo.add_argument("--base-port", type=int, default=47400, help="first of the loopback ports used")
+    demo.add_argument("--base-port", type=int, default=24400, help="first of the loopback ports used")
     demo.set_defaults(func=_demo)
 
     registry = sub.add_parser("registry", help="the central registry").add_subparsers(dest="action", required=True)

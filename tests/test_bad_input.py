@@ -8,16 +8,16 @@ import ssl
 import time
 from pathlib import Path
 
-import aiohttp
 import pytest
 import yaml
-from aiohttp import web
 from lxml import etree
 
 from gateway.core import envelope
 from gateway.core import identifiers as ids
 from gateway.core.certificates import fingerprint
+from gateway.core.frames import Frame, Kind
 from gateway.proxy import tls
+from gateway.proxy.peerlink import PeerLinkClient, PeerLinkServer, PeerUnreachable
 from gateway.trust.pki import CertificateAuthority, load_certificate, new_key, save_certificate, save_key
 from tests.conftest import Federation, free_ports, soap_request, start_federation, stop_federation
 from tests.test_exchange import ECHO, fault_code, post_soap
@@ -123,6 +123,7 @@ async def test_xml_bomb_and_external_entity(federation: Federation) -> None:
            b'<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/"><SOAP-ENV:Body>'
            b"<x>&e;</x></SOAP-ENV:Body></SOAP-ENV:Envelope>")
     status, body, _ = await post_soap(federation, "health", xxe)
+    assert status == 500
     assert fault_code(body) == "Client.InvalidSoap"
     assert b"root:" not in body
     await still_serves(federation)
@@ -207,30 +208,27 @@ class Relay:
     """A man in the middle holding both gateways' keys, which flips one byte of what passes through."""
 
     def __init__(self, f: Federation, target_port: int, flip: str) -> None:
-        self.f, self.target_port, self.flip = f, target_port, flip
+        self.flip = flip
         pki = f.layout.directory / "pki"
         ca = [load_certificate(pki / "ca" / "ca.pem")]
         self.server_ctx = tls.server_context(pki / "civil" / "auth.pem", pki / "civil" / "auth.key", ca)
-        self.client_ctx = tls.pinned_client_context(pki / "health" / "auth.pem", pki / "health" / "auth.key", ca,
-                                                    [fingerprint(load_certificate(pki / "civil" / "auth.pem"))])
+        client_ctx = tls.pinned_client_context(pki / "health" / "auth.pem", pki / "health" / "auth.key", ca,
+                                               [fingerprint(load_certificate(pki / "civil" / "auth.pem"))])
+        self.upstream = PeerLinkClient("127.0.0.1", target_port, client_ctx)
 
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        headers = {k: v for k, v in request.headers.items() if k.startswith("Wasl-") or k == "Content-Type"}
+    async def handle(self, fingerprint: str | None, frame: Frame) -> Frame:
         if self.flip == "request-body":
-            body = body[:-20] + bytes([body[-20] ^ 1]) + body[-19:]
+            frame.body = flip_byte(frame.body)
         if self.flip == "request-signature":
-            sig = bytearray(envelope.unb64(headers["Wasl-Signature"]))
-            sig[-1] ^= 1
-            headers["Wasl-Signature"] = envelope.b64(bytes(sig))
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.client_ctx)) as session:
-            async with session.post(f"https://127.0.0.1:{self.target_port}/wasl/v1/message", data=body,
-                                    headers=headers) as resp:
-                out = await resp.read()
-                out_headers = {k: v for k, v in resp.headers.items() if k.startswith("Wasl-")}
+            frame.signature = flip_byte(frame.signature)
+        reply = await self.upstream.request(frame, 5)
         if self.flip == "response-body":
-            out = out[:-20] + bytes([out[-20] ^ 1]) + out[-19:]
-        return web.Response(status=resp.status, body=out, headers=out_headers)
+            reply.body = flip_byte(reply.body)
+        return reply
+
+
+def flip_byte(data: bytes) -> bytes:
+    return data[:-20] + bytes([data[-20] ^ 1]) + data[-19:]
 
 
 @pytest.mark.parametrize(("flip", "expected"), [
@@ -240,12 +238,8 @@ class Relay:
 ])
 async def test_tampering_between_gateways(federation: Federation, flip: str, expected: str) -> None:
     relay = Relay(federation, federation.layout.ports.server_side["civil"], flip)
-    app = web.Application()
-    app.router.add_post("/wasl/v1/message", relay.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_ports(1)[0]
-    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=relay.server_ctx).start()
+    server = PeerLinkServer(relay.handle, max_frame_bytes=1 << 24)
+    port = await server.start("127.0.0.1", 0, relay.server_ctx)
     try:
         def through_relay(data: dict) -> None:
             civil = next(g for g in data["gateways"] if g["server"].endswith("gw-civil"))
@@ -254,14 +248,18 @@ async def test_tampering_between_gateways(federation: Federation, flip: str, exp
         await republish(federation, through_relay)
         assert await soap_fault(federation, soap_request(federation.subsystem("health"), ECHO)) == expected
     finally:
-        await runner.cleanup()
+        relay.upstream.close()
+        await server.close()
 
 
-async def _post_to_server_side(f: Federation, ctx: ssl.SSLContext, headers: dict[str, str], body: bytes):
-    url = f"https://127.0.0.1:{f.layout.ports.server_side['civil']}/wasl/v1/message"
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session:
-        async with session.post(url, data=body, headers=headers) as resp:
-            return resp.status, json.loads(await resp.read())
+async def _send_frame(f: Federation, ctx: ssl.SSLContext, frame: Frame) -> dict:
+    link = PeerLinkClient("127.0.0.1", f.layout.ports.server_side["civil"], ctx)
+    try:
+        reply = await link.request(frame, 5)
+    finally:
+        link.close()
+    assert reply.kind is Kind.FAULT
+    return json.loads(reply.manifest)
 
 
 def _client_ctx(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
@@ -279,17 +277,17 @@ async def test_unlisted_auth_certificate_and_foreign_ca(federation: Federation, 
     save_certificate(tmp_path / "rogue.pem", ca.issue_auth_certificate(
         ids.ServerId("DEMO", "GOV", "1003", "rogue"), rogue_key.public_key()))
     # An approved CA's certificate that the configuration does not list: a clear fault from the handler.
-    status, body = await _post_to_server_side(
-        federation, _client_ctx(tmp_path / "rogue.pem", tmp_path / "rogue.key", pki / "ca" / "ca.pem"), {}, b"x")
+    body = await _send_frame(
+        federation, _client_ctx(tmp_path / "rogue.pem", tmp_path / "rogue.key", pki / "ca" / "ca.pem"),
+        Frame(0, Kind.REQUEST, b"{}", b"", b"", b"x"))
     assert body["type"] == "Server.ServerProxy.SslAuthenticationFailed"
     # A certificate from a CA the federation does not approve: refused in the TLS handshake.
     foreign = CertificateAuthority.create("Foreign CA")
     save_certificate(tmp_path / "foreign.pem", foreign.issue_auth_certificate(
         ids.ServerId("DEMO", "GOV", "1003", "gw-health"), rogue_key.public_key()))
-    with pytest.raises(aiohttp.ClientError):
-        await _post_to_server_side(
-            federation, _client_ctx(tmp_path / "foreign.pem", tmp_path / "rogue.key", pki / "ca" / "ca.pem"), {},
-            b"x")
+    with pytest.raises((PeerUnreachable, ConnectionError)):
+        await _send_frame(federation, _client_ctx(tmp_path / "foreign.pem", tmp_path / "rogue.key",
+                                                  pki / "ca" / "ca.pem"), Frame(0, Kind.REQUEST, b"{}", b"", b"", b"x"))
     await still_serves(federation)
 
 
@@ -308,6 +306,7 @@ async def test_sign_certificate_from_unapproved_ca(federation: Federation) -> No
 
     parts = envelope.sign(envelope.encode_manifest(manifest), key, cert.public_bytes(Encoding.DER))
     ctx = _client_ctx(pki / "health" / "auth.pem", pki / "health" / "auth.key", pki / "ca" / "ca.pem")
-    status, fault = await _post_to_server_side(federation, ctx, parts.to_headers(), body)
+    fault = await _send_frame(federation, ctx, Frame(0, Kind.REQUEST, parts.manifest, parts.signature,
+                                                     parts.signer_cert, body))
     assert fault["type"] == "Server.ServerProxy.CertValidation"
     assert "approved CA" in fault["message"]

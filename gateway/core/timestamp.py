@@ -142,24 +142,25 @@ class TimestampAuthority:
 
         cert_der = certificate.public_bytes(serialization.Encoding.DER)
         asn1_cert = asn1_x509.Certificate.load(cert_der)
-        self._policy = core.ObjectIdentifier(self.policy)
-        self._tsa_name = asn1_x509.GeneralName(name="directory_name", value=asn1_cert.subject)
-        self._accuracy = tsp.Accuracy({"seconds": accuracy_seconds}) if accuracy_seconds else None
-        self._sid = cms.SignerIdentifier({"issuer_and_serial_number": {
-            "issuer": asn1_cert.issuer, "serial_number": asn1_cert.serial_number}})
-        self._digest_algorithm = algos.DigestAlgorithm({"algorithm": "sha256"})
-        self._digest_algorithms = cms.DigestAlgorithms([self._digest_algorithm])
-        self._signature_algorithm = algos.SignedDigestAlgorithm({"algorithm": "sha256_ecdsa"})
+        # Every constant part of a token is kept as DER and re-loaded per request, never shared as a live object:
+        # asn1crypto re-encodes a parsed object, certificates included, each time a parent containing it is
+        # dumped, which made reuse of built objects ~100x slower than loading untouched bytes.
+        self._policy_der = core.ObjectIdentifier(self.policy).dump()
+        self._tsa_name_der = asn1_x509.GeneralName(name="directory_name", value=asn1_cert.subject).dump()
+        self._accuracy_der = tsp.Accuracy({"seconds": accuracy_seconds}).dump() if accuracy_seconds else None
+        self._sid_der = cms.SignerIdentifier({"issuer_and_serial_number": {
+            "issuer": asn1_cert.issuer, "serial_number": asn1_cert.serial_number}}).dump()
+        self._digest_algorithm_der = algos.DigestAlgorithm({"algorithm": "sha256"}).dump()
+        self._digest_algorithms_der = cms.DigestAlgorithms([{"algorithm": "sha256"}]).dump()
+        self._signature_algorithm_der = algos.SignedDigestAlgorithm({"algorithm": "sha256_ecdsa"}).dump()
         self._signature_hash = ec.ECDSA(hashes.SHA256())
-        self._certificates = cms.CertificateSet(
-            [cms.CertificateChoices(name="certificate", value=asn1_cert)]
-            + [cms.CertificateChoices(name="certificate",
-                                      value=asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER)))
-               for c in chain])
-        # The two signed attributes that never change: building signing_certificate_v2 per request (hashing the
-        # certificate, encoding the issuer) was the single largest cost of a naive implementation.
-        self._content_type_attr = cms.CMSAttribute({"type": "content_type", "values": ["tst_info"]})
-        self._signing_cert_attr = cms.CMSAttribute({"type": "signing_certificate_v2", "values": [{
+        self._certificates_der = cms.CertificateSet(
+            [cms.CertificateChoices(name="certificate", value=asn1_x509.Certificate.load(c.public_bytes(
+                serialization.Encoding.DER))) for c in (certificate, *chain)]).dump()
+        # The two signed attributes that never change; signing_certificate_v2 in particular hashes the
+        # certificate and encodes its issuer, which is wasted work per request.
+        self._content_type_attr_der = cms.CMSAttribute({"type": "content_type", "values": ["tst_info"]}).dump()
+        self._signing_cert_attr_der = cms.CMSAttribute({"type": "signing_certificate_v2", "values": [{
             "certs": [{
                 "cert_hash": _cert_hash(cert_der, "sha256"),
                 "issuer_serial": {
@@ -167,9 +168,7 @@ class TimestampAuthority:
                     "serial_number": asn1_cert.serial_number,
                 },
             }],
-        }]})
-        self._content_type_attr.dump()
-        self._signing_cert_attr.dump()
+        }]}).dump()
 
     def respond(self, request_der: bytes, now: dt.datetime) -> bytes:
         """A DER TimeStampResp: a granted token, or a rejection for any request that is malformed or unsupported.
@@ -186,14 +185,14 @@ class TimestampAuthority:
 
         tst_info: dict[str, Any] = {
             "version": "v1",
-            "policy": self._policy,
+            "policy": core.ObjectIdentifier.load(self._policy_der),
             "message_imprint": imprint,
             "serial_number": serial,
             "gen_time": now,
-            "tsa": self._tsa_name,
+            "tsa": asn1_x509.GeneralName.load(self._tsa_name_der),
         }
-        if self._accuracy is not None:
-            tst_info["accuracy"] = self._accuracy
+        if self._accuracy_der is not None:
+            tst_info["accuracy"] = tsp.Accuracy.load(self._accuracy_der)
         if nonce is not None:
             tst_info["nonce"] = nonce
         tst_der = tsp.TSTInfo(tst_info).dump()
@@ -201,28 +200,28 @@ class TimestampAuthority:
         # RFC 5652 §11.3: UTCTime for 1950–2049, GeneralizedTime outside it.
         signing_time = cms.Time(name="utc_time" if 1950 <= now.year < 2050 else "generalized_time", value=now)
         signed_attrs = cms.CMSAttributes([
-            self._content_type_attr,
+            cms.CMSAttribute.load(self._content_type_attr_der),
             {"type": "signing_time", "values": [signing_time]},
             {"type": "message_digest", "values": [hashlib.sha256(tst_der).digest()]},
-            self._signing_cert_attr,
+            cms.CMSAttribute.load(self._signing_cert_attr_der),
         ])
         # The signature covers the attributes as a DER SET OF (tag 0x31), not as the [0]-tagged field they become.
         signature = self._key.sign(signed_attrs.dump(), self._signature_hash)
         signed_data: dict[str, Any] = {
             "version": "v3",
-            "digest_algorithms": self._digest_algorithms,
+            "digest_algorithms": cms.DigestAlgorithms.load(self._digest_algorithms_der),
             "encap_content_info": {"content_type": "tst_info", "content": cms.ParsableOctetString(tst_der)},
             "signer_infos": [{
                 "version": "v1",
-                "sid": self._sid,
-                "digest_algorithm": self._digest_algorithm,
+                "sid": cms.SignerIdentifier.load(self._sid_der),
+                "digest_algorithm": algos.DigestAlgorithm.load(self._digest_algorithm_der),
                 "signed_attrs": signed_attrs,
-                "signature_algorithm": self._signature_algorithm,
+                "signature_algorithm": algos.SignedDigestAlgorithm.load(self._signature_algorithm_der),
                 "signature": signature,
             }],
         }
         if cert_req:
-            signed_data["certificates"] = self._certificates
+            signed_data["certificates"] = cms.CertificateSet.load(self._certificates_der)
         return _TimeStampResp({
             "status": {"status": "granted"},
             "time_stamp_token": {"content_type": "signed_data", "content": cms.SignedData(signed_data)},

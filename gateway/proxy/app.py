@@ -7,14 +7,14 @@ import logging
 import multiprocessing
 import os
 import signal
-import ssl
 from pathlib import Path
 
 from aiohttp import web
 
 from gateway.configfile import load_model
 from gateway.core.settings import GatewaySettings
-from gateway.proxy.client_side import MESSAGE_PATH, ClientProxy
+from gateway.proxy.client_side import ClientProxy
+from gateway.proxy.peerlink import PeerLinkServer
 from gateway.proxy.runtime import GatewayRuntime
 from gateway.proxy.server_side import ServerProxy
 
@@ -44,13 +44,6 @@ def build_client_app(runtime: GatewayRuntime) -> web.Application:
     return app
 
 
-def build_server_app(runtime: GatewayRuntime) -> web.Application:
-    app = web.Application(client_max_size=runtime.settings.server_side.max_body_bytes + 1)
-    _health_routes(app, runtime)
-    app.router.add_post(MESSAGE_PATH, ServerProxy(runtime).handle)
-    return app
-
-
 class RunningGateway:
     """A started gateway in this event loop (used by the worker processes and by in-process tests)."""
 
@@ -59,28 +52,30 @@ class RunningGateway:
         self.runtime = GatewayRuntime(settings)
         self.reuse_port = reuse_port
         self._runners: list[web.AppRunner] = []
+        self._peer_server: PeerLinkServer | None = None
         self.client_port = 0
         self.server_port = 0
 
     async def start(self) -> None:
         await self.runtime.start()
         s = self.settings
-        client_ssl: ssl.SSLContext | None = None
+        runner = web.AppRunner(build_client_app(self.runtime), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, s.client_side.host, s.client_side.port, reuse_port=self.reuse_port or None,
+                           backlog=1024)
+        await site.start()
+        self._runners.append(runner)
+        self.client_port = site._server.sockets[0].getsockname()[1] if site._server else s.client_side.port  # type: ignore[union-attr]
         assert self.runtime.server_ssl is not None
-        for app, listen, ctx, attr in (
-            (build_client_app(self.runtime), s.client_side, client_ssl, "client_port"),
-            (build_server_app(self.runtime), s.server_side, self.runtime.server_ssl, "server_port"),
-        ):
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await runner.setup()
-            site = web.TCPSite(runner, listen.host, listen.port, ssl_context=ctx, reuse_port=self.reuse_port or None,
-                               backlog=1024)
-            await site.start()
-            self._runners.append(runner)
-            sock = site._server.sockets[0] if site._server else None  # type: ignore[union-attr]
-            setattr(self, attr, sock.getsockname()[1] if sock else listen.port)
+        # Headroom over the body limit for the manifest, signature and certificate in the same frame.
+        self._peer_server = PeerLinkServer(ServerProxy(self.runtime).handle_frame,
+                                           max_frame_bytes=s.server_side.max_body_bytes + 256 * 1024)
+        self.server_port = await self._peer_server.start(s.server_side.host, s.server_side.port,
+                                                         self.runtime.server_ssl, reuse_port=self.reuse_port)
 
     async def stop(self) -> None:
+        if self._peer_server is not None:
+            await self._peer_server.close()
         for runner in self._runners:
             await runner.cleanup()
         await self.runtime.close()

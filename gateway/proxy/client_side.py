@@ -5,22 +5,21 @@ from __future__ import annotations
 
 import json
 import logging
-import ssl
 import time
 import uuid
 
-import aiohttp
 from aiohttp import web
 
 from gateway.core import envelope, rest, soap
 from gateway.core import identifiers as ids
 from gateway.core.faults import Code, Fault, Origin, render_json, render_soap_fault, render_xml_error
+from gateway.core.frames import Frame, Kind
 from gateway.core.globalconf import GlobalConf
 from gateway.core.routing import PeerHealth, order_gateways
+from gateway.proxy.peerlink import PeerUnreachable
 from gateway.proxy.runtime import GatewayRuntime, read_body
 
 log = logging.getLogger("wasl.clientproxy")
-MESSAGE_PATH = "/wasl/v1/message"
 _SOAP_TYPES = ("text/xml",)
 _RESPONSE_HEADERS_DROPPED = frozenset({"content-type", "content-length", "transfer-encoding", "connection",
                                        "keep-alive", "server", "date"})
@@ -171,52 +170,46 @@ class ClientProxy:
         manifest_bytes = envelope.encode_manifest(manifest)
         parts = envelope.sign(manifest_bytes, identity.key, identity.certificate_der)
         expected_hash = envelope.request_hash(manifest_bytes)
-        headers = parts.to_headers()
-        headers["Content-Type"] = "application/octet-stream"
         provider_path = service.provider.path()
         candidates = order_gateways(conf.gateways_for(provider_path), self.rt.health, time.monotonic(),
                                     target_server=manifest.target_server)
         if not candidates:
             raise Fault(Origin.CLIENT_PROXY, Code.UNKNOWN_MEMBER, f"no gateway serves {service.provider}")
-        settings = self.rt.settings
-        timeout = aiohttp.ClientTimeout(total=settings.peer_timeout_seconds,
-                                        connect=settings.connect_timeout_seconds)
+        timeout = self.rt.settings.peer_timeout_seconds
         failures: list[str] = []
         for gw in candidates:
             health = self.rt.health.setdefault(gw.address, PeerHealth())
-            session = self.rt.peer_session(gw, conf)
+            link = self.rt.peer_link(gw, conf)
+            frame = Frame(0, Kind.REQUEST, parts.manifest, parts.signature, parts.signer_cert, body)
             try:
-                async with session.post(gw.address + MESSAGE_PATH, data=body, headers=headers,
-                                        timeout=timeout) as resp:
-                    resp_body = await resp.read()
-                    resp_headers = resp.headers
-            except (aiohttp.ClientConnectorError, ssl.SSLError) as exc:
+                reply = await link.request(frame, timeout)
+            except PeerUnreachable as exc:
                 # Nothing reached the peer, so trying the next gateway cannot run the request twice.
                 health.record_failure(time.monotonic())
-                failures.append(f"{gw.server}: {exc.__class__.__name__}")
+                failures.append(f"{gw.server}: {exc}")
                 continue
             except TimeoutError:
                 health.record_failure(time.monotonic())
                 raise Fault(Origin.CLIENT_PROXY, Code.NETWORK_ERROR,
-                            f"provider's gateway {gw.server} did not answer in {timeout.total:.0f} s") from None
-            except aiohttp.ClientError as exc:
+                            f"provider's gateway {gw.server} did not answer in {timeout:g} s") from None
+            except ConnectionError as exc:
                 health.record_failure(time.monotonic())
                 raise Fault(Origin.CLIENT_PROXY, Code.NETWORK_ERROR,
-                            f"connection to provider's gateway {gw.server} failed: {exc.__class__.__name__}") from None
+                            f"connection to provider's gateway {gw.server} failed: {exc}") from None
             health.record_success()
-            if envelope.HEADER_FAULT in resp_headers:
+            if reply.kind is Kind.FAULT:
                 try:
-                    raise Fault.from_dict(json.loads(resp_body))
+                    raise Fault.from_dict(json.loads(reply.manifest))
                 except ValueError:
                     raise Fault(Origin.SERVER_PROXY, Code.INTERNAL_ERROR, "unreadable fault from peer") from None
-            return self._verify_response(conf, service, resp_headers, resp_body, expected_hash, manifest.request_id)
+            signed = envelope.SignedParts(reply.manifest, reply.signature, reply.signer_cert)
+            return self._verify_response(conf, service, signed, reply.body, expected_hash, manifest.request_id)
         raise Fault(Origin.CLIENT_PROXY, Code.NETWORK_ERROR,
                     "could not connect to any gateway of the provider: " + "; ".join(failures))
 
-    def _verify_response(self, conf: GlobalConf, service: ids.ServiceId, headers: object, body: bytes,
+    def _verify_response(self, conf: GlobalConf, service: ids.ServiceId, parts: envelope.SignedParts, body: bytes,
                          expected_hash: str, request_id: str) -> Relayed:
         origin = Origin.CLIENT_PROXY
-        parts = envelope.read_signed_parts(headers, origin)
         key = self.rt.signer_trust.public_key_for(parts, service.member.path(), conf.approved_ca_certificates,
                                                   conf.serial, self.rt.now(), origin)
         envelope.verify_signature(parts, key, origin)

@@ -8,6 +8,7 @@ import logging
 import ssl
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -23,9 +24,12 @@ from gateway.core.signers import SignerTrust
 from gateway.proxy import tls
 from gateway.proxy.confclient import GlobalConfClient
 from gateway.proxy.httpio import read_limited
+from gateway.proxy.peerlink import PeerLinkClient
 from gateway.trust.pki import load_certificate, load_key
 
 log = logging.getLogger("wasl.gateway")
+# Responses from providers are bounded by their own limits; this guards against a peer that is not.
+MAX_PEER_FRAME_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -38,8 +42,10 @@ class SigningIdentity:
 async def read_body(request: web.Request, limit: int, origin: Origin) -> bytes:
     """Read the whole request body, refusing more than ``limit`` bytes with a fault."""
     too_large = Fault(origin, Code.MESSAGE_TOO_LARGE, f"message is larger than the limit of {limit} bytes")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
+    if request.content_length is not None:
+        if request.content_length > limit:
+            raise too_large
+        return await request.read()  # the length is known and within the limit: one read, no chunk list
     data = await read_limited(request.content, limit)
     if data is None:
         raise too_large
@@ -61,8 +67,7 @@ class GatewayRuntime:
         self.conf = GlobalConfClient(settings.anchor, settings.state_dir, settings.globalconf_refresh_seconds)
         self.signer_trust = SignerTrust()
         self.health: dict[str, PeerHealth] = {}
-        self._peers: dict[str, tuple[frozenset[str], aiohttp.ClientSession]] = {}
-        self._retired: list[aiohttp.ClientSession] = []
+        self._peers: dict[str, tuple[frozenset[str], PeerLinkClient]] = {}
         self.backend: aiohttp.ClientSession | None = None
         self._registry: aiohttp.ClientSession | None = None
         self._conf_task: asyncio.Task[None] | None = None
@@ -88,8 +93,9 @@ class GatewayRuntime:
     async def close(self) -> None:
         if self._conf_task is not None:
             await self.conf.stop(self._conf_task)
-        sessions = [s for _, s in self._peers.values()] + self._retired
-        for session in [*sessions, self.backend, self._registry]:
+        for _, link in self._peers.values():
+            link.close()
+        for session in (self.backend, self._registry):
             if session is not None:
                 await session.close()
 
@@ -112,10 +118,10 @@ class GatewayRuntime:
             self._current_server_ctx = new_ctx
         # Peers whose pinned fingerprints changed get a new pool; old pools close once idle.
         live = {gw.address: frozenset(gw.auth_cert_sha256) for gw in conf.document.gateways}
-        for address, (fps, session) in list(self._peers.items()):
+        for address, (fps, link) in list(self._peers.items()):
             if live.get(address) != fps:
                 del self._peers[address]
-                self._retired.append(session)
+                link.close()
 
     _current_server_ctx: ssl.SSLContext | None = None
 
@@ -123,18 +129,20 @@ class GatewayRuntime:
         if self._current_server_ctx is not None:
             sslobj.context = self._current_server_ctx
 
-    def peer_session(self, gw: Gateway, conf: GlobalConf) -> aiohttp.ClientSession:
+    def peer_link(self, gw: Gateway, conf: GlobalConf) -> PeerLinkClient:
+        """The pooled, pinned connection set to one peer gateway; replaced when its pins change."""
         fps = frozenset(gw.auth_cert_sha256)
         entry = self._peers.get(gw.address)
         if entry is not None and entry[0] == fps:
             return entry[1]
         auth = self.settings.auth
         ctx = tls.pinned_client_context(auth.certificate, auth.key, conf.approved_ca_certificates, fps)
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=ctx, limit=0, limit_per_host=512, keepalive_timeout=60),
-            auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
-        self._peers[gw.address] = (fps, session)
-        return session
+        target = urlsplit(gw.address)
+        link = PeerLinkClient(target.hostname or "127.0.0.1", target.port or 443, ctx,
+                              connect_timeout=self.settings.connect_timeout_seconds,
+                              max_frame_bytes=MAX_PEER_FRAME_BYTES)
+        self._peers[gw.address] = (fps, link)
+        return link
 
     # -- services and signing --------------------------------------------------------------------------------
 

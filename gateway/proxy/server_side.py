@@ -8,17 +8,15 @@ import time
 import uuid
 
 import aiohttp
-from aiohttp import web
 
 from gateway.core import envelope, soap
 from gateway.core import identifiers as ids
 from gateway.core.access import check_access
 from gateway.core.faults import Code, Fault, Origin, render_json
-from gateway.core.globalconf import GlobalConf
+from gateway.core.frames import Frame, Kind
 from gateway.core.settings import ServiceSettings
 from gateway.proxy.httpio import read_limited
-from gateway.proxy.runtime import GatewayRuntime, read_body
-from gateway.proxy.tls import peer_fingerprint
+from gateway.proxy.runtime import GatewayRuntime
 
 log = logging.getLogger("wasl.serverproxy")
 _ORIGIN = Origin.SERVER_PROXY
@@ -26,9 +24,8 @@ _BACKEND_RESPONSE_DROPPED = frozenset({"connection", "keep-alive", "transfer-enc
                                        "date", "upgrade", "trailer", "te", "proxy-authenticate"})
 
 
-def _fault_response(fault: Fault) -> web.Response:
-    return web.Response(status=fault.http_status, body=render_json(fault), content_type="application/json",
-                        headers={envelope.HEADER_FAULT: "1"})
+def _fault_frame(fault: Fault) -> Frame:
+    return Frame(0, Kind.FAULT, render_json(fault), b"", b"", b"")
 
 
 class ServerProxy:
@@ -36,28 +33,33 @@ class ServerProxy:
         self.rt = runtime
         self.limit = runtime.settings.server_side.max_body_bytes
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle_frame(self, fingerprint: str | None, frame: Frame) -> Frame:
+        """One signed request from a peer gateway in, one signed response (or a fault) out."""
         try:
-            return await self._handle(request)
+            parts, body = await self.process(fingerprint, envelope.SignedParts(
+                frame.manifest, frame.signature, frame.signer_cert), frame.body)
+            return Frame(frame.stream, Kind.RESPONSE, parts.manifest, parts.signature, parts.signer_cert, body)
         except Fault as fault:
             detail = str(uuid.uuid4())
             log.info("fault %s %s: %s", detail, fault.full_code, fault.message)
-            return _fault_response(fault.with_detail(detail))
+            return _fault_frame(fault.with_detail(detail))
         except Exception:
             detail = str(uuid.uuid4())
             log.exception("internal error %s", detail)
-            return _fault_response(Fault(_ORIGIN, Code.INTERNAL_ERROR, "internal error in the provider's gateway",
-                                         detail))
+            return _fault_frame(Fault(_ORIGIN, Code.INTERNAL_ERROR, "internal error in the provider's gateway",
+                                      detail))
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def process(self, fingerprint: str | None, parts: envelope.SignedParts,
+                      body: bytes) -> tuple[envelope.SignedParts, bytes]:
         conf = self.rt.require_conf(_ORIGIN)
-        fp = peer_fingerprint(request.transport.get_extra_info("ssl_object") if request.transport else None)
-        peer = conf.gateway_by_fingerprint.get(fp) if fp else None
+        peer = conf.gateway_by_fingerprint.get(fingerprint) if fingerprint else None
         if peer is None:
             raise Fault(_ORIGIN, Code.SSL_AUTHENTICATION_FAILED,
                         "the calling gateway's auth certificate is not registered in the global configuration")
-        body = await read_body(request, self.limit, _ORIGIN)
-        parts = envelope.read_signed_parts(request.headers, _ORIGIN)
+        if len(body) > self.limit:
+            raise Fault(_ORIGIN, Code.MESSAGE_TOO_LARGE, f"message is larger than the limit of {self.limit} bytes")
+        if len(parts.manifest) > envelope.MAX_MANIFEST_BYTES:
+            raise Fault(_ORIGIN, Code.MALFORMED_SIGNATURE, "manifest is too large")
         manifest = envelope.parse_request(parts, body, _ORIGIN)
         try:
             client = ids.parse_client(manifest.client)
@@ -94,7 +96,7 @@ class ServerProxy:
             status, headers, resp_body = await self._soap(settings, manifest, body)
         else:
             status, headers, resp_body = await self._rest(settings, manifest, body)
-        return self._signed_response(conf, service, manifest, parts.manifest, status, headers, resp_body)
+        return self._sign_response(service, manifest, parts.manifest, status, headers, resp_body)
 
     # -- backend calls -----------------------------------------------------------------------------------------
 
@@ -164,15 +166,11 @@ class ServerProxy:
 
     # -- the signed response -----------------------------------------------------------------------------------
 
-    def _signed_response(self, conf: GlobalConf, service: ids.ServiceId, request: envelope.RequestManifest,
-                         request_manifest: bytes, status: int, headers: list[tuple[str, str]],
-                         body: bytes) -> web.Response:
+    def _sign_response(self, service: ids.ServiceId, request: envelope.RequestManifest, request_manifest: bytes,
+                       status: int, headers: list[tuple[str, str]], body: bytes) -> tuple[envelope.SignedParts, bytes]:
         identity = self.rt.signing_identity(service.member.path(), _ORIGIN)
         response = envelope.ResponseManifest(
             xroad_id=request.xroad_id, request_id=request.request_id,
             request_hash=envelope.request_hash(request_manifest), status=status, headers=tuple(headers),
             body_sha512=envelope.body_digest(body), body_length=len(body), created_ms=int(time.time() * 1000))
-        parts = envelope.sign(envelope.encode_manifest(response), identity.key, identity.certificate_der)
-        out = parts.to_headers()
-        out["Content-Type"] = "application/octet-stream"
-        return web.Response(status=200, body=body, headers=out)
+        return envelope.sign(envelope.encode_manifest(response), identity.key, identity.certificate_der), body

@@ -1,0 +1,284 @@
+"""SQLite message-log store: one gateway's chain in one WAL-mode file, every sqlite call on one worker thread.
+
+Durability. The default ``synchronous="FULL"`` fsyncs the WAL at every commit, so a record is durable, even across
+power loss or an OS crash, once ``append_batch`` returns. ``synchronous="NORMAL"`` (with WAL) fsyncs only at
+checkpoints: a committed transaction survives the *process* being killed (the data is in the OS page cache; the
+kill -9 test runs in both modes and loses nothing) but the last commits can roll back on power loss or a kernel
+crash, which breaks the "durable on return" promise the gateway makes to its callers. With group commit the fsync
+is paid once per batch, so FULL costs little (see bench/messagelog_store.py); keep FULL unless the disk is known to
+lie about fsync anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from gateway.messagelog.records import GENESIS, ChainHead, LogFields, LogRecord, chain_many
+from gateway.messagelog.store import (
+    COMPONENT,
+    RECORD_COLUMNS,
+    ChainState,
+    MessageLogStore,
+    Migration,
+    SchemaError,
+    StoreError,
+    check_migrations,
+)
+
+T = TypeVar("T")
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "message-log records and the chain head",
+        (
+            """CREATE TABLE messagelog_chain (
+                gateway_id TEXT PRIMARY KEY,
+                last_seq INTEGER NOT NULL,
+                last_hash BLOB NOT NULL,
+                pruned_seq INTEGER NOT NULL,
+                pruned_hash BLOB NOT NULL
+            )""",
+            # seq is the rowid: records cluster in seq order, so range scans and appends touch adjacent pages.
+            """CREATE TABLE messagelog_record (
+                seq INTEGER PRIMARY KEY,
+                created_ms INTEGER NOT NULL,
+                direction TEXT NOT NULL CHECK (direction IN ('request', 'response')),
+                side TEXT NOT NULL CHECK (side IN ('client', 'provider')),
+                xroad_id TEXT NOT NULL,
+                request_id TEXT NOT NULL,
+                client TEXT NOT NULL,
+                service TEXT NOT NULL,
+                manifest BLOB NOT NULL,
+                signature BLOB NOT NULL,
+                signer_cert BLOB NOT NULL,
+                body BLOB,
+                body_sha512 BLOB NOT NULL,
+                prev_hash BLOB NOT NULL,
+                record_hash BLOB NOT NULL
+            )""",
+            "CREATE INDEX messagelog_record_xroad_id ON messagelog_record (xroad_id)",
+        ),
+    ),
+)
+
+_COLS = ", ".join(RECORD_COLUMNS)
+_INSERT = f"INSERT INTO messagelog_record ({_COLS}) VALUES ({', '.join('?' * len(RECORD_COLUMNS))})"
+_SELECT = f"SELECT {_COLS} FROM messagelog_record"
+
+
+def _record(row: tuple[Any, ...]) -> LogRecord:
+    return LogRecord(*row)
+
+
+def _row(r: LogRecord) -> tuple[Any, ...]:
+    return tuple(getattr(r, c) for c in RECORD_COLUMNS)
+
+
+class SqliteMessageLogStore(MessageLogStore):
+    """A MessageLogStore in one SQLite file, which holds the chain of exactly one gateway."""
+
+    migrations: tuple[Migration, ...] = MIGRATIONS
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        gateway_id: str = "default",
+        *,
+        synchronous: str = "FULL",
+        busy_timeout_ms: int = 10_000,
+    ) -> None:
+        if synchronous.upper() not in ("FULL", "EXTRA", "NORMAL"):
+            raise ValueError(f"synchronous must be FULL, EXTRA or NORMAL, not {synchronous!r}")
+        self.path = os.fspath(path)
+        self.gateway_id = gateway_id
+        self.synchronous = synchronous.upper()
+        self._busy_timeout_ms = busy_timeout_ms
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    # -- the worker thread -------------------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise StoreError("the store is not open")
+        # A cancelled caller does not cancel the thread's work: a commit in flight still completes (or rolls back)
+        # as a whole, so cancellation never leaves a half-written batch.
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("the store is not open")
+        return self._conn
+
+    def _connect(self) -> None:
+        # isolation_level=None: the module must not open transactions behind our back; we say BEGIN IMMEDIATE so a
+        # second writer waits for the lock up front instead of failing at COMMIT.
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy_timeout_ms / 1000)
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"{self.path}: could not switch to WAL (journal_mode is {mode})")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(db)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return result
+
+    def _state_in(self, db: sqlite3.Connection, *, create: bool) -> ChainState:
+        row = db.execute(
+            "SELECT last_seq, last_hash, pruned_seq, pruned_hash FROM messagelog_chain WHERE gateway_id = ?",
+            (self.gateway_id,),
+        ).fetchone()
+        if row is not None:
+            return ChainState(self.gateway_id, ChainHead(row[0], row[1]), ChainHead(row[2], row[3]))
+        other = db.execute("SELECT gateway_id FROM messagelog_chain LIMIT 1").fetchone()
+        if other is not None:
+            raise StoreError(f"{self.path} holds the message log of gateway {other[0]!r}, not {self.gateway_id!r}")
+        if create:
+            db.execute(
+                "INSERT INTO messagelog_chain (gateway_id, last_seq, last_hash, pruned_seq, pruned_hash)"
+                " VALUES (?, 0, ?, 0, ?)",
+                (self.gateway_id, GENESIS, GENESIS),
+            )
+        return ChainState.empty(self.gateway_id)
+
+    def _migrate_sync(self) -> int:
+        latest = check_migrations(self.migrations)
+
+        def apply(db: sqlite3.Connection) -> int:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (component TEXT NOT NULL, version INTEGER NOT NULL,"
+                " description TEXT NOT NULL, applied_ms INTEGER NOT NULL, PRIMARY KEY (component, version))"
+            )
+            current = db.execute(
+                "SELECT coalesce(max(version), 0) FROM schema_version WHERE component = ?", (COMPONENT,)
+            ).fetchone()[0]
+            if current > latest:
+                raise SchemaError(f"{self.path}: message-log schema v{current} is newer than this code (v{latest})")
+            for m in self.migrations[current:]:
+                for stmt in m.statements:
+                    db.execute(stmt)
+                db.execute(
+                    "INSERT INTO schema_version (component, version, description, applied_ms) VALUES (?, ?, ?, ?)",
+                    (COMPONENT, m.version, m.description, int(time.time() * 1000)),
+                )
+            return latest
+
+        return self._tx(apply)
+
+    def _append_sync(self, batch: Sequence[LogFields]) -> list[LogRecord]:
+        def append(db: sqlite3.Connection) -> list[LogRecord]:
+            state = self._state_in(db, create=True)
+            records = chain_many(state.last, batch)
+            db.executemany(_INSERT, [_row(r) for r in records])
+            db.execute(
+                "UPDATE messagelog_chain SET last_seq = ?, last_hash = ? WHERE gateway_id = ?",
+                (records[-1].seq, records[-1].record_hash, self.gateway_id),
+            )
+            return records
+
+        return self._tx(append)
+
+    def _delete_through_sync(self, seq: int) -> int:
+        def delete(db: sqlite3.Connection) -> int:
+            state = self._state_in(db, create=False)
+            if seq <= state.pruned.seq:
+                return 0
+            if seq > state.last.seq:
+                raise StoreError(f"cannot prune through seq {seq}: the chain head is at seq {state.last.seq}")
+            row = db.execute("SELECT record_hash FROM messagelog_record WHERE seq = ?", (seq,)).fetchone()
+            if row is None:
+                raise StoreError(f"cannot prune through seq {seq}: that record is missing, so its hash would be lost")
+            deleted = db.execute("DELETE FROM messagelog_record WHERE seq <= ?", (seq,)).rowcount
+            db.execute(
+                "UPDATE messagelog_chain SET pruned_seq = ?, pruned_hash = ? WHERE gateway_id = ?",
+                (seq, row[0], self.gateway_id),
+            )
+            return deleted
+
+        return self._tx(delete)
+
+    def _query(self, sql: str, args: tuple[Any, ...]) -> list[LogRecord]:
+        return [_record(r) for r in self._db.execute(sql, args).fetchall()]
+
+    def _state_sync(self) -> ChainState:
+        return self._state_in(self._db, create=False)
+
+    def _count_sync(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM messagelog_record").fetchone()[0])
+
+    # -- the interface -----------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="messagelog-sqlite")
+        try:
+            await self._run(self._connect)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        try:
+            await self._run(self._disconnect)
+        finally:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def migrate(self) -> int:
+        return await self._run(self._migrate_sync)
+
+    async def append_batch(self, batch: Sequence[LogFields]) -> list[LogRecord]:
+        if not batch:
+            return []
+        # Chaining (SHA-256 over every byte) runs in the worker too, so the event loop only waits.
+        return await self._run(self._append_sync, list(batch))
+
+    async def state(self) -> ChainState:
+        return await self._run(self._state_sync)
+
+    async def last(self) -> LogRecord | None:
+        rows = await self._run(self._query, f"{_SELECT} ORDER BY seq DESC LIMIT 1", ())
+        return rows[0] if rows else None
+
+    async def by_xroad_id(self, xroad_id: str) -> list[LogRecord]:
+        return await self._run(self._query, f"{_SELECT} WHERE xroad_id = ? ORDER BY seq", (xroad_id,))
+
+    async def range(self, from_seq: int, to_seq: int) -> list[LogRecord]:
+        return await self._run(self._query, f"{_SELECT} WHERE seq BETWEEN ? AND ? ORDER BY seq", (from_seq, to_seq))
+
+    async def count(self) -> int:
+        return await self._run(self._count_sync)
+
+    async def delete_through(self, seq: int) -> int:
+        return await self._run(self._delete_through_sync, seq)

@@ -1,0 +1,168 @@
+"""Group commit for the message log: many concurrent appends become few transactions, each acknowledged when durable."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from gateway.messagelog.records import LogFields, LogRecord, check_fields
+from gateway.messagelog.store import MessageLogStore
+
+
+class MessageLogWriteError(RuntimeError):
+    """The batch holding this record was not committed; the store's exception is the ``__cause__``."""
+
+
+class WriterClosed(MessageLogWriteError):
+    """The writer is closed (or its task died) and takes no more records."""
+
+
+@dataclass(slots=True)
+class WriterStats:
+    batches: int = 0
+    records: int = 0
+    failed_batches: int = 0
+    failed_records: int = 0
+    largest_batch: int = 0
+
+
+_Item = tuple[LogFields, "asyncio.Future[LogRecord]"]
+_WAKE = None  # put by close() to wake a writer blocked on an empty queue
+
+
+class GroupCommitWriter:
+    """Funnel ``append`` calls through one task that commits them in batches.
+
+    ``append`` returns the stored record only after the transaction holding it has committed, so an acknowledged
+    record is durable; if that transaction fails, every caller in the batch gets MessageLogWriteError (nothing is
+    silently dropped). The queue is bounded: when the store falls behind, ``append`` waits for room (back-pressure)
+    instead of letting memory grow. A cancelled ``append`` does not withdraw its record: once queued, it is written.
+
+    Batching: after taking the first record the task keeps yielding to the event loop for as long as more records
+    keep arriving, up to ``max_batch`` records or ``max_delay_ms``, then commits. It never idles on a timer, so a
+    lone record is committed at once; under load the records that queued during one commit form the next batch.
+    """
+
+    def __init__(
+        self, store: MessageLogStore, max_batch: int = 256, max_delay_ms: float = 2.0, max_queue: int = 10_000
+    ) -> None:
+        if max_batch < 1 or max_queue < 1 or max_delay_ms < 0:
+            raise ValueError("max_batch and max_queue must be >= 1 and max_delay_ms >= 0")
+        self.store = store
+        self.max_batch = max_batch
+        self.max_delay = max_delay_ms / 1000
+        self.stats = WriterStats()
+        self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=max_queue)
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._putting = 0  # appends admitted before close() but still waiting for queue room
+
+    @property
+    def pending(self) -> int:
+        """Records queued and not yet taken into a batch."""
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        """Start the commit task (``append`` does this on first use)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="messagelog-group-commit")
+
+    async def append(self, fields: LogFields) -> LogRecord:
+        """Queue ``fields`` and return its stored record once committed; raise MessageLogWriteError if not."""
+        if self._closing:
+            raise WriterClosed("the message-log writer is closed")
+        # A bad record is refused here, to its own caller, instead of failing a whole batch of other callers' records.
+        check_fields(fields)
+        self.start()
+        assert self._task is not None
+        if self._task.done():
+            raise WriterClosed("the message-log writer task has stopped")
+        fut: asyncio.Future[LogRecord] = asyncio.get_running_loop().create_future()
+        self._putting += 1
+        try:
+            await self._queue.put((fields, fut))
+        finally:
+            self._putting -= 1
+        return await fut
+
+    async def close(self) -> None:
+        """Stop taking records, commit everything already accepted, and stop the task. The store stays open."""
+        self._closing = True
+        if self._task is None:
+            return
+        if not self._task.done():
+            await self._queue.put(_WAKE)
+        await self._task
+
+    def _take_ready(self, batch: list[_Item]) -> None:
+        while len(batch) < self.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            if item is not None:
+                batch.append(item)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        batch: list[_Item] = []
+        try:
+            while True:
+                if self._closing and self._queue.empty() and self._putting == 0:
+                    return
+                item = await self._queue.get()
+                if item is None:
+                    continue
+                batch = [item]
+                self._take_ready(batch)
+                deadline = loop.time() + self.max_delay
+                while len(batch) < self.max_batch and loop.time() < deadline:
+                    before = len(batch)
+                    # One loop iteration lets producers that are already runnable (woken by the last commit, or by
+                    # I/O that is ready) queue their records; stop as soon as an iteration brings none.
+                    await asyncio.sleep(0)
+                    self._take_ready(batch)
+                    if len(batch) == before:
+                        break
+                await self._commit(batch)
+                batch = []
+        finally:
+            # Only reached by cancellation or a bug: fail whoever is still waiting rather than leave them hanging.
+            self._closing = True
+            err = WriterClosed("the message-log writer stopped before committing this record")
+            self._fail(batch, err)
+            leftovers: list[_Item] = []
+            while not self._queue.empty():
+                leftover = self._queue.get_nowait()
+                if leftover is not None:
+                    leftovers.append(leftover)
+            self._fail(leftovers, err)
+
+    async def _commit(self, batch: list[_Item]) -> None:
+        try:
+            records = await self.store.append_batch([fields for fields, _ in batch])
+        except Exception as exc:
+            self.stats.failed_batches += 1
+            self.stats.failed_records += len(batch)
+            self._fail(
+                batch,
+                MessageLogWriteError(f"message-log batch of {len(batch)} record(s) not committed: {exc!r}"),
+                cause=exc,
+            )
+            return
+        self.stats.batches += 1
+        self.stats.records += len(batch)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        for (_, fut), rec in zip(batch, records, strict=True):
+            if not fut.done():  # done = the caller was cancelled; the record is stored all the same
+                fut.set_result(rec)
+
+    @staticmethod
+    def _fail(batch: list[_Item], err: MessageLogWriteError, cause: BaseException | None = None) -> None:
+        for _, fut in batch:
+            if not fut.done():
+                # One exception object per waiter: a shared one would have its traceback rewritten by each raise.
+                e = type(err)(*err.args)
+                e.__cause__ = cause
+                fut.set_exception(e)
+        batch.clear()

@@ -1,0 +1,247 @@
+"""The peer link: multiplexed frames over long-lived mutual-TLS connections between gateways (client and server)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+
+from gateway.core.frames import MAX_STREAM_ID, Decoder, Frame, FrameError, Kind, encode
+from gateway.proxy.tls import peer_fingerprint
+
+log = logging.getLogger("wasl.peerlink")
+FrameHandler = Callable[[str | None, Frame], Awaitable[Frame]]
+
+
+class PeerUnreachable(ConnectionError):
+    """No connection could be made (refused, unreachable, or the handshake failed): nothing was sent."""
+
+
+class _FlowControl(asyncio.Protocol):
+    """Waits for the transport's write buffer to drain, so a slow peer cannot make us buffer without bound."""
+
+    def __init__(self) -> None:
+        self._paused = False
+        self._drained: asyncio.Future[None] | None = None
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        self._drained = None
+
+    async def drain(self) -> None:
+        if self._paused:
+            if self._drained is None:
+                self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+
+
+# -- client ---------------------------------------------------------------------------------------------------------
+
+class _ClientConnection(_FlowControl):
+    def __init__(self, max_frame_bytes: int) -> None:
+        super().__init__()
+        self.decoder = Decoder(max_frame_bytes)
+        self.pending: dict[int, asyncio.Future[Frame]] = {}
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._ids = itertools.count(1)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.decoder.feed(data)
+        except FrameError as exc:
+            log.warning("peer sent a malformed frame, closing the connection: %s", exc)
+            self._fail(ConnectionResetError(f"peer sent a malformed frame: {exc}"))
+            assert self.transport is not None
+            self.transport.abort()
+            return
+        for frame in frames:
+            waiter = self.pending.pop(frame.stream, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(ConnectionResetError("connection to the peer gateway was lost"))
+        self.resume_writing()
+
+    def _fail(self, exc: Exception) -> None:
+        self.closed = True
+        pending, self.pending = self.pending, {}
+        for waiter in pending.values():
+            if not waiter.done():
+                waiter.set_exception(exc)
+
+    async def request(self, frame: Frame, timeout: float) -> Frame:
+        loop = asyncio.get_running_loop()
+        stream = next(self._ids) % MAX_STREAM_ID
+        frame.stream = stream
+        waiter: asyncio.Future[Frame] = loop.create_future()
+        self.pending[stream] = waiter
+        assert self.transport is not None
+        self.transport.writelines(encode(frame))
+        # A plain timer is cheaper than asyncio.wait_for, which wraps the wait in another task.
+        timer = loop.call_later(timeout, _expire, waiter)
+        try:
+            await self.drain()
+            return await waiter
+        finally:
+            timer.cancel()
+            self.pending.pop(stream, None)
+
+
+def _expire(waiter: asyncio.Future[Frame]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+class PeerLinkClient:
+    """A small pool of connections to one peer gateway, used round-robin; broken ones are replaced on use."""
+
+    def __init__(self, host: str, port: int, ssl_context: ssl.SSLContext, *, connections: int = 2,
+                 connect_timeout: float = 5.0, max_frame_bytes: int = 64 * 1024 * 1024) -> None:
+        self.host, self.port, self.ssl_context = host, port, ssl_context
+        self.connect_timeout = connect_timeout
+        self.max_frame_bytes = max_frame_bytes
+        self._slots: list[_ClientConnection | None] = [None] * connections
+        self._locks = [asyncio.Lock() for _ in range(connections)]
+        self._next = itertools.count()
+
+    async def _connection(self) -> _ClientConnection:
+        index = next(self._next) % len(self._slots)
+        conn = self._slots[index]
+        if conn is not None and not conn.closed:
+            return conn
+        async with self._locks[index]:
+            conn = self._slots[index]
+            if conn is not None and not conn.closed:
+                return conn
+            loop = asyncio.get_running_loop()
+            try:
+                _, conn = await asyncio.wait_for(loop.create_connection(
+                    lambda: _ClientConnection(self.max_frame_bytes), self.host, self.port, ssl=self.ssl_context,
+                    server_hostname=self.host), self.connect_timeout)
+            except (OSError, ssl.SSLError, TimeoutError) as exc:
+                raise PeerUnreachable(f"{exc.__class__.__name__}: {exc}") from None
+            self._slots[index] = conn
+            return conn
+
+    async def request(self, frame: Frame, timeout: float) -> Frame:
+        conn = await self._connection()
+        return await conn.request(frame, timeout)
+
+    def close(self) -> None:
+        for conn in self._slots:
+            if conn is not None and conn.transport is not None:
+                conn.transport.close()
+        self._slots = [None] * len(self._slots)
+
+
+# -- server ---------------------------------------------------------------------------------------------------------
+
+class _ServerConnection(_FlowControl):
+    def __init__(self, handler: FrameHandler, max_frame_bytes: int, max_in_flight: int,
+                 live: set[_ServerConnection]) -> None:
+        super().__init__()
+        self.handler = handler
+        self.live = live
+        self.decoder = Decoder(max_frame_bytes)
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self.reading_paused = False
+        self.transport: asyncio.Transport | None = None
+        self.fingerprint: str | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.fingerprint = peer_fingerprint(transport.get_extra_info("ssl_object"))
+        self.live.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        try:
+            frames = self.decoder.feed(data)
+        except FrameError as exc:
+            fault = Frame(0, Kind.FAULT, _frame_fault(str(exc)), b"", b"", b"")
+            self.transport.writelines(encode(fault))
+            self.transport.close()
+            return
+        loop = asyncio.get_running_loop()
+        for frame in frames:
+            if frame.kind is not Kind.REQUEST:
+                continue
+            self.in_flight += 1
+            task = loop.create_task(self._serve(frame))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        if self.in_flight >= self.max_in_flight and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    async def _serve(self, frame: Frame) -> None:
+        try:
+            response = await self.handler(self.fingerprint, frame)
+        except Exception:  # the handler turns every expected failure into a fault frame itself
+            log.exception("peer link handler failed")
+            response = Frame(frame.stream, Kind.FAULT, _frame_fault("internal error"), b"", b"", b"")
+        response.stream = frame.stream
+        self.in_flight -= 1
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.writelines(encode(response))
+        if self.reading_paused and self.in_flight < self.max_in_flight // 2:
+            self.reading_paused = False
+            transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.live.discard(self)
+        for task in list(self.tasks):
+            task.cancel()
+        self.resume_writing()
+
+
+def _frame_fault(message: str) -> bytes:
+    import json
+
+    return json.dumps({"type": "Server.ServerProxy.InvalidMessage", "message": message, "detail": ""}).encode()
+
+
+class PeerLinkServer:
+    """The server side's listener; closing it also closes every live connection, so peers fail over at once."""
+
+    def __init__(self, handler: FrameHandler, *, max_frame_bytes: int, max_in_flight: int = 512) -> None:
+        self.handler = handler
+        self.max_frame_bytes = max_frame_bytes
+        self.max_in_flight = max_in_flight
+        self.live: set[_ServerConnection] = set()
+        self.server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext, reuse_port: bool = False) -> int:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: _ServerConnection(self.handler, self.max_frame_bytes, self.max_in_flight, self.live),
+            host, port, ssl=ssl_context, reuse_port=reuse_port or None, backlog=1024)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.live):
+            if conn.transport is not None:
+                conn.transport.abort()
+        if self.server is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.server.wait_closed(), 2)
