@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 # PR-MESS §2.7: the only characters an identifier part may hold.
 _PART = re.compile(r"^[A-Za-z0-9'()+,\-.=?]+$")
@@ -79,7 +80,7 @@ class SubsystemId:
 
     @property
     def member(self) -> MemberId:
-        return MemberId(self.instance, self.member_class, self.member_code)
+        return _member(self.instance, self.member_class, self.member_code)
 
     def path(self) -> str:
         return f"{self.instance}/{self.member_class}/{self.member_code}/{self.subsystem_code}"
@@ -89,6 +90,11 @@ class SubsystemId:
 
 
 ClientId = MemberId | SubsystemId
+
+
+@lru_cache(maxsize=4096)
+def _member(instance: str, member_class: str, member_code: str) -> MemberId:
+    return MemberId(instance, member_class, member_code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +130,7 @@ class ServiceId:
 
     @property
     def member(self) -> MemberId:
-        return MemberId(self.instance, self.member_class, self.member_code)
+        return _member(self.instance, self.member_class, self.member_code)
 
     def unversioned(self) -> ServiceId:
         """Access rights ignore the version (PR-MESS), so rights are keyed by this form."""
@@ -167,7 +173,7 @@ class ServerId:
 
     @property
     def owner(self) -> MemberId:
-        return MemberId(self.instance, self.member_class, self.member_code)
+        return _member(self.instance, self.member_class, self.member_code)
 
     def path(self) -> str:
         return f"{self.instance}/{self.member_class}/{self.member_code}/{self.server_code}"
@@ -209,22 +215,26 @@ def _split(text: str, what: str, lengths: tuple[int, ...]) -> list[str]:
     return parts
 
 
+@lru_cache(maxsize=4096)  # identifiers are immutable and every message repeats the same few
 def parse_member(text: str) -> MemberId:
     """Parse ``INST/CLASS/CODE``."""
     return MemberId(*_split(text, "member id", (3,)))
 
 
+@lru_cache(maxsize=4096)
 def parse_subsystem(text: str) -> SubsystemId:
     """Parse ``INST/CLASS/CODE/SUBSYSTEM``."""
     return SubsystemId(*_split(text, "subsystem id", (4,)))
 
 
+@lru_cache(maxsize=4096)
 def parse_client(text: str) -> ClientId:
     """Parse a client in path form: a member (3 parts) or a subsystem (4 parts)."""
     parts = _split(text, "client id", (3, 4))
     return MemberId(*parts) if len(parts) == 3 else SubsystemId(*parts)
 
 
+@lru_cache(maxsize=4096)
 def parse_service(text: str, *, with_version: bool = True) -> ServiceId:
     """Parse ``INST/CLASS/CODE/SUBSYSTEM/serviceCode[/version]``; subsystem services only."""
     parts = _split(text, "service id", (5, 6) if with_version else (5,))
@@ -232,11 +242,13 @@ def parse_service(text: str, *, with_version: bool = True) -> ServiceId:
     return ServiceId(parts[0], parts[1], parts[2], parts[3], parts[4], version)
 
 
+@lru_cache(maxsize=4096)
 def parse_server(text: str) -> ServerId:
     """Parse ``INST/CLASS/CODE/serverCode``."""
     return ServerId(*_split(text, "server id", (4,)))
 
 
+@lru_cache(maxsize=4096)
 def parse_global_group(text: str) -> GlobalGroupId:
     """Parse ``INST/groupCode``."""
     return GlobalGroupId(*_split(text, "global group id", (2,)))
@@ -251,6 +263,7 @@ _PARSERS = {
 }
 
 
+@lru_cache(maxsize=4096)
 def parse_typed(text: str) -> AnyId:
     """Parse the typed form ``TYPE:path``, e.g. ``SUBSYSTEM:EE/GOV/123/sub``."""
     kind, sep, rest = text.partition(":")
