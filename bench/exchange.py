@@ -314,51 +314,102 @@ def main() -> None:
         fed.Service("civil", "echo", "soap", f"{backend}/soap", ("SUBSYSTEM:DEMO/GOV/1003/patients",)),
         fed.Service("civil", "bench", "rest", f"{backend}/rest", ("SUBSYSTEM:DEMO/GOV/1003/patients",)),
     ]
-    workers = {k: {"workers": args.workers} for k in ("civil", "tax", "health")}
-    if args.workers > 1:
-        # several workers share fixed ports with SO_REUSEPORT
-        pass
-    layout = fed.build(work, ports, services, gateway_overrides=workers)
+    layout = fed.build(work, ports, services)
     procs: list[subprocess.Popen[bytes]] = []
+    results: dict[str, dict[str, float]] = {}
     try:
         procs.append(spawn(__file__, "--role", "backend", "--port", str(backend_port)))
         wait_port(backend_port, procs[-1])
 
-        # Baseline: bare chain A (HTTP in) -> B (mTLS) -> backend. REST paths reach the backend's echo too.
+        # Baseline: bare chain A (HTTP in) -> B (mTLS) -> backend.
         b_port, a_port = free_port(), free_port()
-        procs.append(spawn(__file__, "--role", "bare-b", "--port", str(b_port), "--upstream", backend,
-                           "--pki", str(work / "pki")))
-        wait_port(b_port, procs[-1])
-        procs.append(spawn(__file__, "--role", "bare-a", "--port", str(a_port),
-                           "--upstream", f"https://127.0.0.1:{b_port}", "--pki", str(work / "pki")))
-        wait_port(a_port, procs[-1])
-        bare = measured(procs[1:], lambda: load(f"http://127.0.0.1:{a_port}/soap",
-                                                f"http://127.0.0.1:{a_port}/rest/declarations",
-                                                args.seconds, args.concurrency, args.max_requests))
-        stop(procs[1:])
-        del procs[1:]
+        bare_procs = [spawn(__file__, "--role", "bare-b", "--port", str(b_port), "--upstream", backend,
+                            "--pki", str(work / "pki"))]
+        wait_port(b_port, bare_procs[-1])
+        bare_procs.append(spawn(__file__, "--role", "bare-a", "--port", str(a_port),
+                                "--upstream", f"https://127.0.0.1:{b_port}", "--pki", str(work / "pki")))
+        wait_port(a_port, bare_procs[-1])
+        results["baseline"] = measured(bare_procs, lambda: load(
+            f"http://127.0.0.1:{a_port}/soap", f"http://127.0.0.1:{a_port}/rest/declarations",
+            args.seconds, args.concurrency, args.max_requests))
+        stop(bare_procs)
 
-        # The signed chain: health's gateway (client side) -> civil's / tax's gateway -> backend.
         procs.append(spawn("-m", "gateway.cli", "registry", "serve", "--config", str(layout.federation_file)))
         wait_port(ports.registry, procs[-1])
-        for key in ("health", "civil"):
-            procs.append(spawn("-m", "gateway.cli", "gateway", "serve", "--config", str(layout.gateway_files[key])))
-        for key, proc in zip(("health", "civil"), procs[2:], strict=True):
-            wait_ready(f"http://127.0.0.1:{ports.client_side[key]}/readyz", proc)
-        entry = f"http://127.0.0.1:{ports.client_side['health']}"
-        exchange = measured(procs[2:], lambda: load(
-            entry + "/", entry + "/r1/DEMO/GOV/1001/population/bench/declarations", args.seconds,
-            args.concurrency, args.max_requests))
+        # The signed chain in each message-log setting, with the same federation and backend.
+        phases = {"exchange": {"store": "sqlite"}, "nolog": {"enabled": False}}
+        if postgres_reachable():
+            phases["postgresql"] = {"store": "postgresql", "dsn": create_bench_database()}
+        for phase, message_log in phases.items():
+            results[phase] = run_gateways(layout, ports, args, message_log)
     finally:
         stop(procs)
 
-    ratio = exchange["rps"] / bare["rps"]
-    for name, r in (("baseline (bare mTLS chain)", bare), ("exchange (signed, checked)", exchange)):
-        print(f"{name:<28} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
+    bare, exchange, nolog = results["baseline"], results["exchange"], results["nolog"]
+    names = {"baseline": "baseline (bare mTLS chain)", "exchange": "exchange (signed, SQLite log)",
+             "nolog": "exchange, message log off", "postgresql": "exchange (signed, PostgreSQL log)"}
+    for key, r in results.items():
+        print(f"{names[key]:<34} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
               f"requests {r['requests']:.0f}  errors {r['errors']:.0f}  "
               f"proxy CPU {r['cpu_us_per_request']:.0f} us/request")
+    print(f"log_rps={exchange['rps']:.1f} nolog_rps={nolog['rps']:.1f} log_ratio={exchange['rps'] / nolog['rps']:.3f} "
+          "store=sqlite")
+    if "postgresql" in results:
+        pg = results["postgresql"]
+        print(f"log_rps={pg['rps']:.1f} nolog_rps={nolog['rps']:.1f} log_ratio={pg['rps'] / nolog['rps']:.3f} "
+              "store=postgresql")
+    ratio = exchange["rps"] / bare["rps"]
     print(f"exchange_rps={exchange['rps']:.1f} baseline_rps={bare['rps']:.1f} ratio={ratio:.3f} "
           f"p99_ms={exchange['p99_ms']:.2f}")
+
+
+def run_gateways(layout: fed.Layout, ports: fed.Ports, args: argparse.Namespace,
+                 message_log: dict[str, object]) -> dict[str, float]:
+    """Start the two gateways with this message-log setting, drive the load through them, stop them."""
+    import yaml
+
+    procs = []
+    try:
+        for key in ("health", "civil"):
+            path = layout.gateway_files[key]
+            config = yaml.safe_load(path.read_text())
+            config["message_log"] = message_log
+            config["workers"] = args.workers
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
+            procs.append(spawn("-m", "gateway.cli", "gateway", "serve", "--config", str(path)))
+        for key, proc in zip(("health", "civil"), procs, strict=True):
+            wait_ready(f"http://127.0.0.1:{ports.client_side[key]}/readyz", proc)
+        entry = f"http://127.0.0.1:{ports.client_side['health']}"
+        return measured(procs, lambda: load(entry + "/", entry + "/r1/DEMO/GOV/1001/population/bench/declarations",
+                                            args.seconds, args.concurrency, args.max_requests))
+    finally:
+        stop(procs)
+
+
+PG_ADMIN_DSN = os.environ.get("WASL_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def postgres_reachable() -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", 5432)) == 0
+
+
+def create_bench_database() -> str:
+    """A fresh database per run, so chains from earlier runs never mix in."""
+    import asyncpg
+
+    name = f"wasl_bench_{os.getpid()}_{int(time.time())}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    return PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
 
 
 def _free(port: int) -> bool:

@@ -100,3 +100,17 @@ async def test_rest_access_denied_is_json(federation: Federation) -> None:
     assert body["type"] == "Server.ServerProxy.AccessDenied"
     assert "patients" in body["message"]
     assert len(body["detail"]) == 36
+
+
+async def test_every_signed_message_is_in_both_message_logs(federation: Federation) -> None:
+    payload = soap_request(federation.subsystem("health"), ECHO, xroad_id="logged-1")
+    status, _, headers = await post_soap(federation, "health", payload)
+    assert status == 200
+    for agency, side in (("health", "client"), ("civil", "provider")):
+        store = federation.gateways[agency].runtime.message_log.store
+        records = await store.by_xroad_id("logged-1")
+        assert [(r.direction, r.side) for r in records] == [("request", side), ("response", side)]
+        assert records[0].body == payload  # the exact bytes the client sent
+        assert records[0].request_id == headers["X-Road-Request-Id"]
+        assert records[1].prev_hash == records[0].record_hash
+        assert await store.verify() == []

@@ -187,12 +187,31 @@ class SigningKey(KeyPair):
         return _check(ids.parse_member, value)
 
 
+class MessageLogSettings(_Model):
+    """Where the tamper-evident message log lives: an embedded SQLite file (default) or PostgreSQL."""
+
+    enabled: bool = True
+    store: Literal["sqlite", "postgresql"] = "sqlite"
+    path: Path | None = None  # SQLite file; default: <state_dir>/messagelog.db
+    dsn: str | None = None  # PostgreSQL, e.g. postgresql://user@host/db
+    log_bodies: bool = True  # per service, ``log_body`` overrides this
+
+    resolve_paths = field_validator("path")(_relative_to_file)
+
+    @model_validator(mode="after")
+    def _store_target(self) -> MessageLogSettings:
+        if self.enabled and self.store == "postgresql" and not self.dsn:
+            raise ValueError("dsn is required when store is postgresql")
+        return self
+
+
 class ServiceSettings(_Model):
     id: str  # INST/CLASS/CODE/SUBSYSTEM/serviceCode[/version]
     type: Literal["soap", "rest"]
     url: str
     timeout_seconds: float = Field(30.0, gt=0, le=3600)
     disabled: bool = False
+    log_body: bool | None = None  # None: the message log's default
     allow: list[str] = Field(default_factory=list)
 
     @field_validator("id")
@@ -244,6 +263,7 @@ class GatewaySettings(_Model):
     peer_timeout_seconds: float = Field(60.0, gt=0)
     clock_skew_seconds: int = Field(300, ge=1)
     globalconf_refresh_seconds: float | None = Field(None, gt=0)
+    message_log: MessageLogSettings = Field(default_factory=MessageLogSettings)
 
     resolve_paths = field_validator("state_dir")(_relative_to_file)
 

@@ -214,7 +214,15 @@ class ClientProxy:
                 except ValueError:
                     raise Fault(Origin.SERVER_PROXY, Code.INTERNAL_ERROR, "unreadable fault from peer") from None
             signed = envelope.SignedParts(reply.manifest, reply.signature, reply.signer_cert)
-            return self._verify_response(conf, service, signed, reply.body, expected_hash, manifest.request_id)
+            relayed = self._verify_response(conf, service, signed, reply.body, expected_hash, manifest.request_id)
+            log_body = self.rt.settings.message_log.log_bodies
+            await self.rt.message_log.record(
+                self.rt.log_fields(direction="request", side="client", request=manifest, parts=parts, body=body,
+                                   body_sha512=manifest.body_sha512, log_body=log_body),
+                self.rt.log_fields(direction="response", side="client", request=manifest, parts=signed,
+                                   body=reply.body, body_sha512=relayed.manifest.body_sha512, log_body=log_body),
+                origin=Origin.CLIENT_PROXY)
+            return relayed
         raise Fault(Origin.CLIENT_PROXY, Code.NETWORK_ERROR,
                     "could not connect to any gateway of the provider: " + "; ".join(failures))
 

@@ -15,12 +15,15 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from gateway.core import envelope
 from gateway.core import identifiers as ids
 from gateway.core.faults import Code, Fault, Origin
 from gateway.core.globalconf import Gateway, GlobalConf
 from gateway.core.routing import PeerHealth
 from gateway.core.settings import GatewaySettings, ServiceSettings
 from gateway.core.signers import SignerTrust
+from gateway.messagelog.gateway_log import GatewayMessageLog
+from gateway.messagelog.records import LogFields
 from gateway.proxy import tls
 from gateway.proxy.confclient import GlobalConfClient
 from gateway.proxy.httpio import read_limited
@@ -64,6 +67,7 @@ class GatewayRuntime:
                                                          cert.public_bytes(Encoding.DER))
         self.services: dict[str, ServiceSettings] = {
             s.service_id.unversioned().path(): s for s in settings.services}
+        self.message_log = GatewayMessageLog(settings.message_log, settings.state_dir, self.server_path)
         self.conf = GlobalConfClient(settings.anchor, settings.state_dir, settings.globalconf_refresh_seconds)
         self.signer_trust = SignerTrust()
         self.health: dict[str, PeerHealth] = {}
@@ -81,6 +85,7 @@ class GatewayRuntime:
             connector=aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30),
             auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
         self._registry = aiohttp.ClientSession()
+        await self.message_log.open()
         self.conf.load_cached()
         self._conf_task = asyncio.create_task(self.conf.run(self._registry))
         deadline = time.monotonic() + wait_for_conf_seconds
@@ -98,6 +103,7 @@ class GatewayRuntime:
         for session in (self.backend, self._registry):
             if session is not None:
                 await session.close()
+        await self.message_log.close()
 
     # -- the global configuration and what depends on it -------------------------------------------------------
 
@@ -154,6 +160,15 @@ class GatewayRuntime:
         if identity is None:
             raise Fault(origin, Code.INTERNAL_ERROR, f"this gateway holds no sign key for member {member_path}")
         return identity
+
+    def log_fields(self, *, direction: str, side: str, request: envelope.RequestManifest,
+                   parts: envelope.SignedParts, body: bytes, body_sha512: str, log_body: bool) -> LogFields:
+        """One message-log record; the body digest comes from the signed manifest, not a second hash."""
+        return LogFields(
+            created_ms=int(time.time() * 1000), direction=direction, side=side, xroad_id=request.xroad_id,
+            request_id=request.request_id, client=request.client, service=request.service,
+            manifest=parts.manifest, signature=parts.signature, signer_cert=parts.signer_cert,
+            body=body if log_body else None, body_sha512=envelope.unb64(body_sha512))
 
     def is_our_client(self, conf: GlobalConf, client: ids.ClientId) -> bool:
         """Subsystems registered at this gateway, or the owner member itself, may send through it."""

@@ -92,11 +92,20 @@ class ServerProxy:
         if manifest.protocol != settings.type:
             raise Fault(_ORIGIN, Code.SERVICE_TYPE,
                         f"service {service} is a {settings.type.upper()} service, not {manifest.protocol.upper()}")
+        # The request is durable in the message log before the backend can act on it.
+        log_body = settings.log_body if settings.log_body is not None else self.rt.settings.message_log.log_bodies
+        await self.rt.message_log.record(self.rt.log_fields(
+            direction="request", side="provider", request=manifest, parts=parts, body=body,
+            body_sha512=manifest.body_sha512, log_body=log_body), origin=_ORIGIN)
         if manifest.protocol == "soap":
             status, headers, resp_body = await self._soap(settings, manifest, body)
         else:
             status, headers, resp_body = await self._rest(settings, manifest, body)
-        return self._sign_response(service, manifest, parts.manifest, status, headers, resp_body)
+        signed, response_manifest = self._sign_response(service, manifest, parts.manifest, status, headers, resp_body)
+        await self.rt.message_log.record(self.rt.log_fields(
+            direction="response", side="provider", request=manifest, parts=signed, body=resp_body,
+            body_sha512=response_manifest.body_sha512, log_body=log_body), origin=_ORIGIN)
+        return signed, resp_body
 
     # -- backend calls -----------------------------------------------------------------------------------------
 
@@ -167,10 +176,11 @@ class ServerProxy:
     # -- the signed response -----------------------------------------------------------------------------------
 
     def _sign_response(self, service: ids.ServiceId, request: envelope.RequestManifest, request_manifest: bytes,
-                       status: int, headers: list[tuple[str, str]], body: bytes) -> tuple[envelope.SignedParts, bytes]:
+                       status: int, headers: list[tuple[str, str]],
+                       body: bytes) -> tuple[envelope.SignedParts, envelope.ResponseManifest]:
         identity = self.rt.signing_identity(service.member.path(), _ORIGIN)
         response = envelope.ResponseManifest(
             xroad_id=request.xroad_id, request_id=request.request_id,
             request_hash=envelope.request_hash(request_manifest), status=status, headers=tuple(headers),
             body_sha512=envelope.body_digest(body), body_length=len(body), created_ms=int(time.time() * 1000))
-        return envelope.sign(envelope.encode_manifest(response), identity.key, identity.certificate_der), body
+        return envelope.sign(envelope.encode_manifest(response), identity.key, identity.certificate_der), response
