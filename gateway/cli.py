@@ -33,6 +33,18 @@ def _registry_serve(args: argparse.Namespace) -> int:
 
 
 def _gateway_serve(args: argparse.Namespace) -> int:
+    from gateway.core.settings import GatewaySettings
+
+    settings = load_model(args.config, GatewaySettings)
+    if (args.workers or settings.workers) > 1:
+        # Workers share metrics through files; the folder must exist, empty, before prometheus_client loads.
+        import os
+        import shutil
+
+        folder = settings.state_dir / "metrics"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     from gateway.proxy.app import serve
 
     serve(args.config, args.workers)

@@ -114,3 +114,42 @@ async def test_every_signed_message_is_in_both_message_logs(federation: Federati
         assert records[0].request_id == headers["X-Road-Request-Id"]
         assert records[1].prev_hash == records[0].record_hash
         assert await store.verify() == []
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_metrics_move_with_traffic(federation: Federation) -> None:
+    async def scrape(agency: str) -> str:
+        async with federation.session.get(federation.client_url(agency, "/metrics")) as resp:
+            assert resp.status == 200
+            return await resp.text()
+
+    before_client = metric_value(await scrape("health"), "wasl_requests_total", side="client", status_class="2xx")
+    before_provider = metric_value(await scrape("civil"), "wasl_requests_total", side="provider",
+                                   service="DEMO/GOV/1001/population/echo")
+    for i in range(3):
+        status, _, _ = await post_soap(federation, "health", soap_request(federation.subsystem("health"), ECHO,
+                                                                          xroad_id=f"m-{i}"))
+        assert status == 200
+    denied = ids.ServiceId("DEMO", "GOV", "1001", "population", "getPerson", "v1")
+    await post_soap(federation, "tax", soap_request(federation.subsystem("tax"), denied))
+    client_text = await scrape("health")
+    assert metric_value(client_text, "wasl_requests_total", side="client", status_class="2xx") == before_client + 3
+    assert metric_value(client_text, "wasl_request_duration_seconds_count", side="client", protocol="soap") >= 3
+    assert metric_value(client_text, "wasl_globalconf_age_seconds") >= 0
+    assert metric_value(client_text, "wasl_globalconf_expiry_timestamp_seconds") > 1.7e9
+    assert metric_value(client_text, "wasl_certificate_expiry_timestamp_seconds", kind="sign") > 1.7e9
+    provider_text = await scrape("civil")
+    assert metric_value(provider_text, "wasl_requests_total", side="provider",
+                        service="DEMO/GOV/1001/population/echo") == before_provider + 3
+    assert metric_value(provider_text, "wasl_requests_total", side="provider",
+                        fault_code="Server.ServerProxy.AccessDenied") >= 1
+    assert metric_value(provider_text, "wasl_backend_duration_seconds_count") >= 3
+    assert "X-Road-Id" not in provider_text and "m-1" not in provider_text  # no unbounded labels

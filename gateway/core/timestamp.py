@@ -7,7 +7,7 @@ import hashlib
 import hmac
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from asn1crypto import algos, cms, core, parser, tsp
 from asn1crypto import x509 as asn1_x509
@@ -58,10 +58,24 @@ class TimestampInfo:
     policy: str
 
 
+def _tlv(tag: int, content: bytes) -> bytes:
+    """One DER element with a single-byte tag and a definite, minimal length."""
+    size = len(content)
+    if size < 0x80:
+        return bytes((tag, size)) + content
+    length = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes((tag, 0x80 | len(length))) + length + content
+
+
+_SIGNED_DATA_OID = core.ObjectIdentifier("1.2.840.113549.1.7.2").dump()
+_TST_INFO_OID = core.ObjectIdentifier("1.2.840.113549.1.9.16.1.4").dump()
+_GRANTED = tsp.PKIStatusInfo({"status": "granted"}).dump()
+
+
 class _TimeStampResp(core.Sequence):
     # asn1crypto 1.5.1 declares timeStampToken mandatory, yet RFC 3161 omits it from every rejection, so both
     # encoding a rejection and parsing one fail with the stock class.
-    _fields = [
+    _fields: ClassVar[list[tuple[str, type, dict[str, bool]] | tuple[str, type]]] = [
         ("status", tsp.PKIStatusInfo),
         ("time_stamp_token", cms.ContentInfo, {"optional": True}),
     ]
@@ -142,21 +156,11 @@ class TimestampAuthority:
 
         cert_der = certificate.public_bytes(serialization.Encoding.DER)
         asn1_cert = asn1_x509.Certificate.load(cert_der)
-        # Every constant part of a token is kept as DER and re-loaded per request, never shared as a live object:
-        # asn1crypto re-encodes a parsed object, certificates included, each time a parent containing it is
-        # dumped, which made reuse of built objects ~100x slower than loading untouched bytes.
+        # Everything that does not depend on the request is encoded here, once, and kept as DER bytes.
         self._policy_der = core.ObjectIdentifier(self.policy).dump()
         self._tsa_name_der = asn1_x509.GeneralName(name="directory_name", value=asn1_cert.subject).dump()
         self._accuracy_der = tsp.Accuracy({"seconds": accuracy_seconds}).dump() if accuracy_seconds else None
-        self._sid_der = cms.SignerIdentifier({"issuer_and_serial_number": {
-            "issuer": asn1_cert.issuer, "serial_number": asn1_cert.serial_number}}).dump()
-        self._digest_algorithm_der = algos.DigestAlgorithm({"algorithm": "sha256"}).dump()
-        self._digest_algorithms_der = cms.DigestAlgorithms([{"algorithm": "sha256"}]).dump()
-        self._signature_algorithm_der = algos.SignedDigestAlgorithm({"algorithm": "sha256_ecdsa"}).dump()
         self._signature_hash = ec.ECDSA(hashes.SHA256())
-        self._certificates_der = cms.CertificateSet(
-            [cms.CertificateChoices(name="certificate", value=asn1_x509.Certificate.load(c.public_bytes(
-                serialization.Encoding.DER))) for c in (certificate, *chain)]).dump()
         # The two signed attributes that never change; signing_certificate_v2 in particular hashes the
         # certificate and encodes its issuer, which is wasted work per request.
         self._content_type_attr_der = cms.CMSAttribute({"type": "content_type", "values": ["tst_info"]}).dump()
@@ -169,6 +173,19 @@ class TimestampAuthority:
                 },
             }],
         }]}).dump()
+        # SignerInfo fields before signedAttrs (version 1, sid) and the digestAlgorithm, then after it the
+        # signatureAlgorithm; SignedData's version 3 and digestAlgorithms; the certificate SET, DER-sorted by
+        # asn1crypto, whose SET tag becomes [0] IMPLICIT.
+        sid = cms.SignerIdentifier({"issuer_and_serial_number": {
+            "issuer": asn1_cert.issuer, "serial_number": asn1_cert.serial_number}})
+        self._signer_head = (core.Integer(1).dump() + sid.dump()
+                             + algos.DigestAlgorithm({"algorithm": "sha256"}).dump())
+        self._signature_algorithm_der = algos.SignedDigestAlgorithm({"algorithm": "sha256_ecdsa"}).dump()
+        self._signed_data_head = core.Integer(3).dump() + cms.DigestAlgorithms([{"algorithm": "sha256"}]).dump()
+        certificates = cms.CertificateSet([
+            cms.CertificateChoices(name="certificate", value=asn1_x509.Certificate.load(
+                c.public_bytes(serialization.Encoding.DER))) for c in (certificate, *chain)])
+        self._certificates_der = _tlv(0xA0, certificates.contents)
 
     def respond(self, request_der: bytes, now: dt.datetime) -> bytes:
         """A DER TimeStampResp: a granted token, or a rejection for any request that is malformed or unsupported.
@@ -204,28 +221,20 @@ class TimestampAuthority:
             {"type": "signing_time", "values": [signing_time]},
             {"type": "message_digest", "values": [hashlib.sha256(tst_der).digest()]},
             cms.CMSAttribute.load(self._signing_cert_attr_der),
-        ])
+        ]).dump()
         # The signature covers the attributes as a DER SET OF (tag 0x31), not as the [0]-tagged field they become.
-        signature = self._key.sign(signed_attrs.dump(), self._signature_hash)
-        signed_data: dict[str, Any] = {
-            "version": "v3",
-            "digest_algorithms": cms.DigestAlgorithms.load(self._digest_algorithms_der),
-            "encap_content_info": {"content_type": "tst_info", "content": cms.ParsableOctetString(tst_der)},
-            "signer_infos": [{
-                "version": "v1",
-                "sid": cms.SignerIdentifier.load(self._sid_der),
-                "digest_algorithm": algos.DigestAlgorithm.load(self._digest_algorithm_der),
-                "signed_attrs": signed_attrs,
-                "signature_algorithm": algos.SignedDigestAlgorithm.load(self._signature_algorithm_der),
-                "signature": signature,
-            }],
-        }
-        if cert_req:
-            signed_data["certificates"] = cms.CertificateSet.load(self._certificates_der)
-        return _TimeStampResp({
-            "status": {"status": "granted"},
-            "time_stamp_token": {"content_type": "signed_data", "content": cms.SignedData(signed_data)},
-        }).dump()
+        signature = self._key.sign(signed_attrs, self._signature_hash)
+
+        # The envelope is assembled from DER pieces rather than one nested asn1crypto tree: asn1crypto 1.5.1
+        # re-encodes built trees once per level (exponential in depth) and mistakes any length ending in byte
+        # 0x80 for an indefinite one, forcing a full re-encode — together, 300–1400 ms spikes on ~2% of tokens.
+        signer_info = _tlv(0x30, self._signer_head + b"\xa0" + signed_attrs[1:] + self._signature_algorithm_der
+                           + _tlv(0x04, signature))
+        encap = _tlv(0x30, _TST_INFO_OID + _tlv(0xA0, _tlv(0x04, tst_der)))
+        signed_data = _tlv(0x30, self._signed_data_head + encap + (self._certificates_der if cert_req else b"")
+                           + _tlv(0x31, signer_info))
+        token = _tlv(0x30, _SIGNED_DATA_OID + _tlv(0xA0, signed_data))
+        return _tlv(0x30, _GRANTED + token)
 
     @staticmethod
     def _reject(rejection: _Rejection) -> bytes:
@@ -284,8 +293,13 @@ class _Token:
     signature_alg: algos.SignedDigestAlgorithm
     signature: bytes
     signed_attrs_der: bytes
-    attributes: dict[str, list[Any]]
-    sid: cms.SignerIdentifier
+    content_types: list[str]
+    message_digests: list[bytes]
+    # (hash algorithm, certificate hash, serial number or None) from signing_certificate(_v2); None if absent.
+    signing_cert_ids: list[tuple[str, bytes, int | None]] | None
+    sid_serial: int | None
+    sid_issuer_der: bytes | None
+    sid_key_id: bytes | None
     certificates: list[x509.Certificate]
 
 
@@ -298,11 +312,12 @@ def _split_response(data: bytes) -> bytes:
     # A ContentInfo starts with its contentType OID; a TimeStampResp starts with the PKIStatusInfo SEQUENCE.
     if contents[:1] == b"\x06":
         return data
+    # The token is sliced out of the received bytes, never re-dumped: asn1crypto may re-encode on dump().
     try:
-        response = _TimeStampResp.load(data, strict=True)
-        status = response["status"].native
-        token = response["time_stamp_token"]
-        token_der = None if isinstance(token, core.Void) else token.dump()
+        _, _, _, status_header, status_body, status_trailer = parser.parse(contents)
+        split = len(status_header) + len(status_body) + len(status_trailer)
+        status = tsp.PKIStatusInfo.load(contents[:split], strict=True).native
+        token_der = contents[split:] or None
     except Exception as exc:
         raise TimestampError("malformed TimeStampResp") from exc
     if status["status"] not in ("granted", "granted_with_mods"):
@@ -335,14 +350,22 @@ def _parse_token(token_der: bytes) -> _Token:
         raw_attrs = signer["signed_attrs"]
         if isinstance(raw_attrs, core.Void) or not len(raw_attrs):
             raise TimestampError("the token has no signed attributes")
-        attributes: dict[str, list[Any]] = {}
+        # Captured before any attribute is read: asn1crypto marks a structure mutated when a DEFAULT field (the
+        # ESSCertIDv2 hash algorithm) is read, and .contents would then re-encode instead of returning what was
+        # received. Signed over as a DER SET OF (RFC 5652 §5.4), not under the [0] IMPLICIT tag it travels with.
+        signed_attrs_der = _tlv(0x31, raw_attrs.contents)
+        attributes: dict[str, Any] = {}
         for attribute in raw_attrs:
             name = attribute["type"].native
             if name in attributes:
                 raise TimestampError(f"signed attribute {name} appears more than once")
-            attributes[name] = list(attribute["values"].native)
-        raw_attrs_der = raw_attrs.dump()
-        certificates = [x509.load_der_x509_certificate(choice.chosen.dump())
+            attributes[name] = attribute["values"]
+        signing_cert_ids = _signing_cert_ids(attributes)
+        sid = signer["sid"]
+        by_key_id = sid.name == "subject_key_identifier"
+        # Built from the received contents, not dump(): asn1crypto 1.5.1 treats any length ending in byte 0x80
+        # as indefinite and re-encodes the whole subtree on dump(), which is slow and alters the bytes.
+        certificates = [x509.load_der_x509_certificate(_tlv(0x30, choice.chosen.contents))
                         for choice in (signed_data["certificates"] or []) if choice.name == "certificate"]
         return _Token(
             tst_der=tst_der,
@@ -350,16 +373,38 @@ def _parse_token(token_der: bytes) -> _Token:
             digest_alg=signer["digest_algorithm"]["algorithm"].native,
             signature_alg=signer["signature_algorithm"],
             signature=signer["signature"].native,
-            # Signed over as a SET OF: swap the [0] IMPLICIT tag (0xA0) of the received bytes for 0x31.
-            signed_attrs_der=b"\x31" + raw_attrs_der[1:],
-            attributes=attributes,
-            sid=signer["sid"],
+            signed_attrs_der=signed_attrs_der,
+            content_types=list(attributes["content_type"].native) if "content_type" in attributes else [],
+            message_digests=list(attributes["message_digest"].native) if "message_digest" in attributes else [],
+            signing_cert_ids=signing_cert_ids,
+            sid_serial=None if by_key_id else sid.chosen["serial_number"].native,
+            sid_issuer_der=None if by_key_id else _tlv(0x30, sid.chosen["issuer"].chosen.contents),
+            sid_key_id=sid.chosen.native if by_key_id else None,
             certificates=certificates,
         )
     except TimestampError:
         raise
     except Exception as exc:
         raise TimestampError(f"malformed time-stamp token: {exc}") from exc
+
+
+def _signing_cert_ids(attributes: dict[str, Any]) -> list[tuple[str, bytes, int | None]] | None:
+    # Walked field by field: .native on these re-builds the ESSCertIDv2 default algorithm for every access.
+    if "signing_certificate_v2" in attributes:
+        entries, v2 = attributes["signing_certificate_v2"], True
+    elif "signing_certificate" in attributes:
+        entries, v2 = attributes["signing_certificate"], False
+    else:
+        return None
+    if len(entries) != 1:
+        raise TimestampError("the signing-certificate attribute must have exactly one value")
+    ids: list[tuple[str, bytes, int | None]] = []
+    for cert_id in entries[0]["certs"]:
+        hash_alg = cert_id["hash_algorithm"]["algorithm"].native if v2 else "sha1"
+        issuer_serial = cert_id["issuer_serial"]
+        serial = None if isinstance(issuer_serial, core.Void) else issuer_serial["serial_number"].native
+        ids.append((hash_alg, cert_id["cert_hash"].native, serial))
+    return ids
 
 
 def _check_imprint(tst: dict[str, Any], digest: bytes, hash_alg: str, nonce: int | None) -> None:
@@ -383,51 +428,42 @@ def extract_timestamp_token(response_der: bytes, digest: bytes, *, hash_alg: str
     return token_der
 
 
-def _signer_certificate(sid: cms.SignerIdentifier, candidates: Iterable[x509.Certificate]) -> x509.Certificate:
+def _signer_certificate(token: _Token, candidates: Iterable[x509.Certificate]) -> x509.Certificate:
     for cert in candidates:
-        if sid.name == "subject_key_identifier":
+        if token.sid_key_id is not None:
             try:
                 ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
             except (x509.ExtensionNotFound, ValueError):
                 continue
-            if ski == sid.chosen.native:
+            if ski == token.sid_key_id:
                 return cert
-        else:
-            asn1_cert = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
-            wanted = sid.chosen
-            if asn1_cert.serial_number == wanted["serial_number"].native and asn1_cert.issuer == wanted["issuer"]:
-                return cert
+        # Byte comparison of the issuer names, as OpenSSL does: both come from the same DER certificate.
+        elif cert.serial_number == token.sid_serial and cert.issuer.public_bytes() == token.sid_issuer_der:
+            return cert
     raise TimestampError("the TSA certificate is neither in the token nor among the supplied certificates")
 
 
 def _check_signed_attributes(token: _Token, cert: x509.Certificate) -> None:
-    attrs = token.attributes
-    if attrs.get("content_type") != ["tst_info"]:
+    if token.content_types != ["tst_info"]:
         raise TimestampError("the signed content-type attribute is missing or is not TSTInfo")
     if token.digest_alg not in HASH_ALGORITHMS:
         raise TimestampError(f"unsupported signer digest algorithm {token.digest_alg}")
-    digest = attrs.get("message_digest")
-    if not digest or len(digest) != 1:
+    if len(token.message_digests) != 1:
         raise TimestampError("the token has no single message-digest attribute")
-    if not hmac.compare_digest(digest[0], hashlib.new(token.digest_alg, token.tst_der).digest()):
+    if not hmac.compare_digest(token.message_digests[0], hashlib.new(token.digest_alg, token.tst_der).digest()):
         raise TimestampError("the message-digest attribute does not match the TSTInfo: the token was altered")
     # RFC 3161 §2.4.1 / RFC 5816: the ESS attribute binds the signature to this very certificate.
-    cert_der = cert.public_bytes(serialization.Encoding.DER)
-    if "signing_certificate_v2" in attrs:
-        ids = [(cid["hash_algorithm"]["algorithm"], cid["cert_hash"], cid["issuer_serial"])
-               for cid in attrs["signing_certificate_v2"][0]["certs"]]
-    elif "signing_certificate" in attrs:
-        ids = [("sha1", cid["cert_hash"], cid["issuer_serial"]) for cid in attrs["signing_certificate"][0]["certs"]]
-    else:
+    if token.signing_cert_ids is None:
         raise TimestampError("the token has no signing-certificate attribute")
-    if not ids:
+    if not token.signing_cert_ids:
         raise TimestampError("the signing-certificate attribute names no certificate")
-    cert_hash_alg, cert_hash, issuer_serial = ids[0]
+    # The first ESSCertID names the signer; later ones, if any, name the chain and are not needed here.
+    cert_hash_alg, cert_hash, serial = token.signing_cert_ids[0]
     if cert_hash_alg not in _CERT_ID_HASHES:
         raise TimestampError(f"unsupported signing-certificate hash {cert_hash_alg}")
-    if not hmac.compare_digest(cert_hash, _cert_hash(cert_der, cert_hash_alg)):
+    if not hmac.compare_digest(cert_hash, _cert_hash(cert.public_bytes(serialization.Encoding.DER), cert_hash_alg)):
         raise TimestampError("the signing-certificate attribute names a different certificate")
-    if issuer_serial is not None and issuer_serial["serial_number"] != cert.serial_number:
+    if serial is not None and serial != cert.serial_number:
         raise TimestampError("the signing-certificate attribute names a different serial number")
 
 
@@ -511,7 +547,7 @@ def verify_timestamp_response(data: bytes, digest: bytes, trusted: Sequence[x509
     if policy is not None and token.tst["policy"] != policy:
         raise TimestampError(f"the token was issued under policy {token.tst['policy']}, expected {policy}")
     pool = [*token.certificates, *tsa_certs]
-    cert = _signer_certificate(token.sid, pool)
+    cert = _signer_certificate(token, pool)
     _check_signed_attributes(token, cert)
     _check_signature(token, cert)
     _check_tsa_usage(cert)

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from gateway.configfile import load_model
 from gateway.core.settings import GatewaySettings
+from gateway.monitoring import metrics
 from gateway.proxy.client_side import ClientProxy
 from gateway.proxy.peerlink import PeerLinkServer
 from gateway.proxy.runtime import GatewayRuntime
@@ -35,6 +36,7 @@ def _health_routes(app: web.Application, runtime: GatewayRuntime) -> None:
 
     app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics.metrics_handler(runtime.update_gauges))
 
 
 def build_client_app(runtime: GatewayRuntime) -> web.Application:
@@ -114,6 +116,8 @@ def serve(config_file: Path, workers: int | None = None) -> None:
     kernel spreads connections across them."""
     settings = load_model(config_file, GatewaySettings)
     count = workers or settings.workers
+    if count > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        raise SystemExit("internal: several workers need PROMETHEUS_MULTIPROC_DIR set before start-up")
     if count == 1:
         _worker(str(config_file), reuse_port=False)
         return

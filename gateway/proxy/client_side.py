@@ -17,6 +17,7 @@ from gateway.core.faults import Code, Fault, Origin, render_json, render_soap_fa
 from gateway.core.frames import Frame, Kind
 from gateway.core.globalconf import GlobalConf
 from gateway.core.routing import PeerHealth, order_gateways
+from gateway.monitoring import metrics
 from gateway.proxy.peerlink import PeerUnreachable
 from gateway.proxy.runtime import GatewayRuntime, read_body
 
@@ -58,6 +59,20 @@ class Relayed:
         return None
 
 
+class ExchangeLabels:
+    """The metric labels of an exchange, known once its headers are parsed (bounded: member and service)."""
+
+    __slots__ = ("client_member", "service")
+
+    def __init__(self) -> None:
+        self.client_member = ""
+        self.service = ""
+
+    def set(self, client: ids.ClientId, service: ids.ServiceId) -> None:
+        self.client_member = client.member.path()
+        self.service = service.unversioned().path()
+
+
 class ClientProxy:
     def __init__(self, runtime: GatewayRuntime) -> None:
         self.rt = runtime
@@ -68,24 +83,34 @@ class ClientProxy:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         path = request.rel_url.raw_path
         if path.startswith(rest.PREFIX):
-            return await self._guard(self.handle_rest(request), is_soap=False, request=request)
+            return await self._guard(self.handle_rest, is_soap=False, request=request)
         if request.method == "POST":
-            return await self._guard(self.handle_soap(request), is_soap=True, request=request)
+            return await self._guard(self.handle_soap, is_soap=True, request=request)
         fault = Fault(Origin.CLIENT, Code.INVALID_REST, f"no X-Road endpoint at {request.method} {path[:200]}")
         return self.fault_response(fault.with_detail(new_id()), is_soap=False, request=request)
 
     async def _guard(self, work, *, is_soap: bool, request: web.Request) -> web.StreamResponse:  # type: ignore[no-untyped-def]
+        """Run one exchange: every failure becomes a fault for the caller, and every outcome a metric."""
+        exchange = metrics.Exchange("client", "soap" if is_soap else "rest")
+        labels = ExchangeLabels()
+        fault_code = ""
         try:
-            return await work
+            response = await work(request, exchange, labels)
         except Fault as fault:
             detail = new_id()
             log.info("fault %s %s: %s", detail, fault.full_code, fault.message)
-            return self.fault_response(fault.with_detail(detail), is_soap=is_soap, request=request)
+            fault_code = fault.full_code
+            response = self.fault_response(fault.with_detail(detail), is_soap=is_soap, request=request)
         except Exception:  # never leak a stack trace to the caller; the id finds it in the log
             detail = new_id()
             log.exception("internal error %s", detail)
             fault = Fault(Origin.CLIENT_PROXY, Code.INTERNAL_ERROR, "internal error in the client's gateway", detail)
-            return self.fault_response(fault, is_soap=is_soap, request=request)
+            fault_code = fault.full_code
+            response = self.fault_response(fault, is_soap=is_soap, request=request)
+        exchange.finish(client_member=labels.client_member, service=labels.service, status=response.status,
+                        fault_code=fault_code, request_bytes=request.content_length or 0,
+                        response_bytes=response.content_length or 0)
+        return response
 
     @staticmethod
     def fault_response(fault: Fault, *, is_soap: bool, request: web.Request) -> web.Response:
@@ -114,7 +139,8 @@ class ClientProxy:
 
     # -- SOAP --------------------------------------------------------------------------------------------------
 
-    async def handle_soap(self, request: web.Request) -> web.Response:
+    async def handle_soap(self, request: web.Request, exchange: metrics.Exchange,
+                          labels: ExchangeLabels) -> web.Response:
         if request.content_type not in _SOAP_TYPES:
             raise Fault(Origin.CLIENT, Code.INVALID_CONTENT_TYPE,
                         f"Content-Type must be text/xml for SOAP 1.1, not {request.content_type!r}")
@@ -124,6 +150,7 @@ class ClientProxy:
         message = soap.parse_message(body)
         conf = self.rt.require_conf(Origin.CLIENT_PROXY)
         assert message.client is not None and message.service is not None
+        labels.set(message.client, message.service)
         self._check_parties(conf, message.client, message.service)
         headers = [("content-type", request.headers.get("Content-Type", "text/xml"))]
         if "SOAPAction" in request.headers:
@@ -136,7 +163,7 @@ class ClientProxy:
             traceparent=request.headers.get("traceparent"), tracestate=request.headers.get("tracestate"),
             target_server=message.security_server.path() if message.security_server else None,
         )
-        relayed = await self.relay(conf, message.client, message.service, manifest, body)
+        relayed = await self.relay(conf, message.client, message.service, manifest, body, exchange)
         return web.Response(
             status=relayed.manifest.status, body=relayed.body,
             headers={"Content-Type": relayed.header("content-type") or "text/xml; charset=utf-8",
@@ -145,9 +172,11 @@ class ClientProxy:
 
     # -- REST --------------------------------------------------------------------------------------------------
 
-    async def handle_rest(self, request: web.Request) -> web.Response:
+    async def handle_rest(self, request: web.Request, exchange: metrics.Exchange,
+                          labels: ExchangeLabels) -> web.Response:
         parsed = rest.parse_request(request.method, request.rel_url.raw_path, request.rel_url.raw_query_string,
                                     list(request.headers.items()))
+        labels.set(parsed.client, parsed.service)
         body = await read_body(request, self.limit, Origin.CLIENT)
         conf = self.rt.require_conf(Origin.CLIENT_PROXY)
         self._check_parties(conf, parsed.client, parsed.service)
@@ -160,7 +189,7 @@ class ClientProxy:
             traceparent=request.headers.get("traceparent"), tracestate=request.headers.get("tracestate"),
             target_server=parsed.security_server.path() if parsed.security_server else None,
         )
-        relayed = await self.relay(conf, parsed.client, parsed.service, manifest, body)
+        relayed = await self.relay(conf, parsed.client, parsed.service, manifest, body, exchange)
         response = web.Response(status=relayed.manifest.status, body=relayed.body)
         for key, value in relayed.manifest.headers:
             if key not in _RESPONSE_HEADERS_DROPPED:
@@ -176,7 +205,7 @@ class ClientProxy:
     # -- the signed hop ----------------------------------------------------------------------------------------
 
     async def relay(self, conf: GlobalConf, client: ids.ClientId, service: ids.ServiceId,
-                    manifest: envelope.RequestManifest, body: bytes) -> Relayed:
+                    manifest: envelope.RequestManifest, body: bytes, exchange: metrics.Exchange) -> Relayed:
         identity = self.rt.signing_identity(client.member.path(), Origin.CLIENT_PROXY)
         manifest_bytes = envelope.encode_manifest(manifest)
         parts = envelope.sign(manifest_bytes, identity.key, identity.certificate_der)
@@ -192,9 +221,11 @@ class ClientProxy:
             health = self.rt.health.setdefault(gw.address, PeerHealth())
             link = self.rt.peer_link(gw, conf)
             frame = Frame(0, Kind.REQUEST, parts.manifest, parts.signature, parts.signer_cert, body)
+            sent = time.perf_counter()
             try:
                 reply = await link.request(frame, timeout)
             except PeerUnreachable as exc:
+                metrics.PEER_UP.labels(gw.server).set(0)
                 # Nothing reached the peer, so trying the next gateway cannot run the request twice.
                 health.record_failure(time.monotonic())
                 failures.append(f"{gw.server}: {exc}")
@@ -207,7 +238,9 @@ class ClientProxy:
                 health.record_failure(time.monotonic())
                 raise Fault(Origin.CLIENT_PROXY, Code.NETWORK_ERROR,
                             f"connection to provider's gateway {gw.server} failed: {exc}") from None
+            exchange.waited(time.perf_counter() - sent)
             health.record_success()
+            metrics.PEER_UP.labels(gw.server).set(1)
             if reply.kind is Kind.FAULT:
                 try:
                     raise Fault.from_dict(json.loads(reply.manifest))

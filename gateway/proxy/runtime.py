@@ -24,6 +24,7 @@ from gateway.core.settings import GatewaySettings, ServiceSettings
 from gateway.core.signers import SignerTrust
 from gateway.messagelog.gateway_log import GatewayMessageLog
 from gateway.messagelog.records import LogFields
+from gateway.monitoring import metrics
 from gateway.proxy import tls
 from gateway.proxy.confclient import GlobalConfClient
 from gateway.proxy.httpio import read_limited
@@ -40,6 +41,7 @@ class SigningIdentity:
     member: str
     key: ec.EllipticCurvePrivateKey
     certificate_der: bytes
+    not_after: dt.datetime
 
 
 async def read_body(request: web.Request, limit: int, origin: Origin) -> bytes:
@@ -64,7 +66,8 @@ class GatewayRuntime:
         for entry in settings.signing:
             cert = load_certificate(entry.certificate)
             self.signing[entry.member] = SigningIdentity(entry.member, load_key(entry.key),
-                                                         cert.public_bytes(Encoding.DER))
+                                                         cert.public_bytes(Encoding.DER), cert.not_valid_after_utc)
+        self.auth_not_after = load_certificate(settings.auth.certificate).not_valid_after_utc
         self.services: dict[str, ServiceSettings] = {
             s.service_id.unversioned().path(): s for s in settings.services}
         self.message_log = GatewayMessageLog(settings.message_log, settings.state_dir, self.server_path)
@@ -169,6 +172,18 @@ class GatewayRuntime:
             request_id=request.request_id, client=request.client, service=request.service,
             manifest=parts.manifest, signature=parts.signature, signer_cert=parts.signer_cert,
             body=body if log_body else None, body_sha512=envelope.unb64(body_sha512))
+
+    def update_gauges(self) -> None:
+        """Refresh the gauges that describe state rather than traffic (called before each scrape)."""
+        conf = self.conf.current
+        if conf is not None:
+            metrics.GLOBALCONF_AGE.set(max(0.0, (self.now() - conf.document.generated_at).total_seconds()))
+            metrics.GLOBALCONF_EXPIRY.set(conf.document.expires_at.timestamp())
+        for member, identity in self.signing.items():
+            metrics.CERT_EXPIRY.labels("sign", member).set(identity.not_after.timestamp())
+        metrics.CERT_EXPIRY.labels("auth", self.server_id.owner.path()).set(self.auth_not_after.timestamp())
+        writer = self.message_log.writer
+        metrics.MESSAGELOG_PENDING.set(writer.pending if writer is not None else 0)
 
     def is_our_client(self, conf: GlobalConf, client: ids.ClientId) -> bool:
         """Subsystems registered at this gateway, or the owner member itself, may send through it."""

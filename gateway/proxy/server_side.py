@@ -15,6 +15,7 @@ from gateway.core.access import check_access
 from gateway.core.faults import Code, Fault, Origin, render_json
 from gateway.core.frames import Frame, Kind
 from gateway.core.settings import ServiceSettings
+from gateway.monitoring import metrics
 from gateway.proxy.httpio import read_limited
 from gateway.proxy.runtime import GatewayRuntime
 
@@ -35,22 +36,28 @@ class ServerProxy:
 
     async def handle_frame(self, fingerprint: str | None, frame: Frame) -> Frame:
         """One signed request from a peer gateway in, one signed response (or a fault) out."""
+        exchange = metrics.Exchange("provider", "peer")
+        labels: dict[str, str] = {}
         try:
-            parts, body = await self.process(fingerprint, envelope.SignedParts(
-                frame.manifest, frame.signature, frame.signer_cert), frame.body)
-            return Frame(frame.stream, Kind.RESPONSE, parts.manifest, parts.signature, parts.signer_cert, body)
+            parts, body, status = await self.process(fingerprint, envelope.SignedParts(
+                frame.manifest, frame.signature, frame.signer_cert), frame.body, exchange, labels)
+            reply = Frame(frame.stream, Kind.RESPONSE, parts.manifest, parts.signature, parts.signer_cert, body)
+            fault_code = ""
         except Fault as fault:
             detail = str(uuid.uuid4())
             log.info("fault %s %s: %s", detail, fault.full_code, fault.message)
-            return _fault_frame(fault.with_detail(detail))
+            reply, status, fault_code = _fault_frame(fault.with_detail(detail)), fault.http_status, fault.full_code
         except Exception:
             detail = str(uuid.uuid4())
             log.exception("internal error %s", detail)
-            return _fault_frame(Fault(_ORIGIN, Code.INTERNAL_ERROR, "internal error in the provider's gateway",
-                                      detail))
+            fault = Fault(_ORIGIN, Code.INTERNAL_ERROR, "internal error in the provider's gateway", detail)
+            reply, status, fault_code = _fault_frame(fault), 500, fault.full_code
+        exchange.finish(client_member=labels.get("client", ""), service=labels.get("service", ""), status=status,
+                        fault_code=fault_code, request_bytes=len(frame.body), response_bytes=len(reply.body))
+        return reply
 
-    async def process(self, fingerprint: str | None, parts: envelope.SignedParts,
-                      body: bytes) -> tuple[envelope.SignedParts, bytes]:
+    async def process(self, fingerprint: str | None, parts: envelope.SignedParts, body: bytes,
+                      exchange: metrics.Exchange, labels: dict[str, str]) -> tuple[envelope.SignedParts, bytes, int]:
         conf = self.rt.require_conf(_ORIGIN)
         peer = conf.gateway_by_fingerprint.get(fingerprint) if fingerprint else None
         if peer is None:
@@ -66,6 +73,8 @@ class ServerProxy:
             service = ids.parse_service(manifest.service)
         except ids.IdentifierError as exc:
             raise Fault(_ORIGIN, Code.MALFORMED_SIGNATURE, f"manifest identifiers: {exc}") from None
+        exchange.protocol = manifest.protocol
+        labels["client"], labels["service"] = client.member.path(), service.unversioned().path()
         # 1-2: the client exists, and the calling gateway is one where it is registered.
         if not conf.is_known_client(client.path()):
             raise Fault(_ORIGIN, Code.UNKNOWN_MEMBER, f"client {client} is not in the global configuration")
@@ -97,15 +106,19 @@ class ServerProxy:
         await self.rt.message_log.record(self.rt.log_fields(
             direction="request", side="provider", request=manifest, parts=parts, body=body,
             body_sha512=manifest.body_sha512, log_body=log_body), origin=_ORIGIN)
+        started = time.perf_counter()
         if manifest.protocol == "soap":
             status, headers, resp_body = await self._soap(settings, manifest, body)
         else:
             status, headers, resp_body = await self._rest(settings, manifest, body)
+        waited = time.perf_counter() - started
+        exchange.waited(waited)
+        metrics.BACKEND_DURATION.labels(labels["service"]).observe(waited)
         signed, response_manifest = self._sign_response(service, manifest, parts.manifest, status, headers, resp_body)
         await self.rt.message_log.record(self.rt.log_fields(
             direction="response", side="provider", request=manifest, parts=signed, body=resp_body,
             body_sha512=response_manifest.body_sha512, log_body=log_body), origin=_ORIGIN)
-        return signed, resp_body
+        return signed, resp_body, status
 
     # -- backend calls -----------------------------------------------------------------------------------------
 
