@@ -257,6 +257,7 @@ def _parse_request(request_der: bytes, policy: str) -> tuple[tsp.MessageImprint,
         algorithm = request["message_imprint"]["hash_algorithm"]
         parameters = algorithm["parameters"]
     except Exception:
+        # asn1crypto raises ValueError, TypeError, OverflowError and more on hostile input; all mean "not a request".
         return _Rejection("bad_data_format", "the request is not a DER TimeStampReq")
     if fields["version"] != "v1":
         return _Rejection("bad_request", f"unsupported TimeStampReq version {fields['version']!r}")
@@ -290,7 +291,8 @@ class _Token:
     tst_der: bytes
     tst: dict[str, Any]
     digest_alg: str
-    signature_alg: algos.SignedDigestAlgorithm
+    signature_kind: str
+    signature_hash: str | None
     signature: bytes
     signed_attrs_der: bytes
     content_types: list[str]
@@ -361,6 +363,16 @@ def _parse_token(token_der: bytes) -> _Token:
                 raise TimestampError(f"signed attribute {name} appears more than once")
             attributes[name] = attribute["values"]
         signing_cert_ids = _signing_cert_ids(attributes)
+        signature_alg = signer["signature_algorithm"]
+        try:
+            signature_kind = signature_alg.signature_algo
+        except ValueError:
+            signature_kind = signature_alg["algorithm"].dotted
+        try:
+            signature_hash = signature_alg.hash_algo
+        except ValueError:
+            # Bare "ecdsa"/"rsaEncryption" OIDs leave the hash to the signer's digestAlgorithm.
+            signature_hash = None
         sid = signer["sid"]
         by_key_id = sid.name == "subject_key_identifier"
         # Built from the received contents, not dump(): asn1crypto 1.5.1 treats any length ending in byte 0x80
@@ -371,7 +383,8 @@ def _parse_token(token_der: bytes) -> _Token:
             tst_der=tst_der,
             tst=dict(tst),
             digest_alg=signer["digest_algorithm"]["algorithm"].native,
-            signature_alg=signer["signature_algorithm"],
+            signature_kind=signature_kind,
+            signature_hash=signature_hash,
             signature=signer["signature"].native,
             signed_attrs_der=signed_attrs_der,
             content_types=list(attributes["content_type"].native) if "content_type" in attributes else [],
@@ -468,17 +481,12 @@ def _check_signed_attributes(token: _Token, cert: x509.Certificate) -> None:
 
 
 def _check_signature(token: _Token, cert: x509.Certificate) -> None:
-    algorithm = token.signature_alg
-    try:
-        hash_name = algorithm.hash_algo
-    except ValueError:
-        # Bare "ecdsa"/"rsaEncryption" OIDs leave the hash to the signer's digestAlgorithm.
-        hash_name = token.digest_alg
+    hash_name = token.signature_hash or token.digest_alg
     if hash_name not in HASH_ALGORITHMS:
         raise TimestampError(f"unsupported signature hash {hash_name}")
     chosen_hash = HASH_ALGORITHMS[hash_name][0]()
     public_key = cert.public_key()
-    kind = algorithm.signature_algo
+    kind = token.signature_kind
     try:
         if kind == "ecdsa" and isinstance(public_key, ec.EllipticCurvePublicKey):
             public_key.verify(token.signature, token.signed_attrs_der, ec.ECDSA(chosen_hash))
@@ -540,6 +548,18 @@ def verify_timestamp_response(data: bytes, digest: bytes, trusted: Sequence[x509
     TimestampError. ``trusted`` holds CA certificates (or pinned TSA certificates); ``tsa_certs`` supplies
     certificates a token sent without (certReq false). Revocation is not checked."""
     _check_digest(digest, hash_alg)
+    try:
+        return _verify(data, digest, trusted, hash_alg, nonce, tsa_certs, policy)
+    except TimestampError:
+        raise
+    except Exception as exc:
+        # cryptography parses certificate fields lazily and a hostile certificate bag can make any of them raise
+        # (KeyError, UnsupportedAlgorithm, ...): fail closed, with the one exception type callers handle.
+        raise TimestampError(f"cannot verify the time-stamp token: {exc!r}") from exc
+
+
+def _verify(data: bytes, digest: bytes, trusted: Sequence[x509.Certificate], hash_alg: str, nonce: int | None,
+            tsa_certs: Sequence[x509.Certificate], policy: str | None) -> TimestampInfo:
     token = _parse_token(_split_response(data))
     _check_imprint(token.tst, digest, hash_alg, nonce)
     if token.tst["version"] != "v1":
@@ -551,7 +571,9 @@ def verify_timestamp_response(data: bytes, digest: bytes, trusted: Sequence[x509
     _check_signed_attributes(token, cert)
     _check_signature(token, cert)
     _check_tsa_usage(cert)
-    gen_time: dt.datetime = token.tst["gen_time"]
+    gen_time = token.tst["gen_time"]
+    if not isinstance(gen_time, dt.datetime) or gen_time.tzinfo is None:
+        raise TimestampError(f"the token's genTime {gen_time!r} is not a usable UTC time")
     _check_chain(cert, trusted, pool, gen_time)
     return TimestampInfo(gen_time=gen_time, serial=token.tst["serial_number"], digest=digest, hash_alg=hash_alg,
                          policy=token.tst["policy"])
