@@ -165,10 +165,21 @@ class FederationConfig(_Model):
 
 # -- a gateway's own configuration --------------------------------------------------------------------------------
 
+class ClientTLSSettings(_Model):
+    """TLS on the client side; with ``client_cas`` information systems must present a certificate."""
+
+    certificate: Path
+    key: Path
+    client_cas: Path | None = None
+
+    resolve_paths = field_validator("certificate", "key", "client_cas")(_relative_to_file)
+
+
 class ListenSettings(_Model):
     host: str = "127.0.0.1"
     port: int = Field(ge=0, le=65535)
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    tls: ClientTLSSettings | None = None  # client side only; the server side always uses mutual TLS
 
 
 class KeyPair(_Model):

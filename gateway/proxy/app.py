@@ -14,6 +14,7 @@ from aiohttp import web
 from gateway.configfile import load_model
 from gateway.core.settings import GatewaySettings
 from gateway.monitoring import metrics
+from gateway.proxy import tls
 from gateway.proxy.client_side import ClientProxy
 from gateway.proxy.peerlink import PeerLinkServer
 from gateway.proxy.runtime import GatewayRuntime
@@ -63,8 +64,11 @@ class RunningGateway:
         s = self.settings
         runner = web.AppRunner(build_client_app(self.runtime), access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, s.client_side.host, s.client_side.port, reuse_port=self.reuse_port or None,
-                           backlog=1024)
+        client_tls = s.client_side.tls
+        client_ssl = (tls.information_system_context(client_tls.certificate, client_tls.key, client_tls.client_cas)
+                      if client_tls is not None else None)
+        site = web.TCPSite(runner, s.client_side.host, s.client_side.port, ssl_context=client_ssl,
+                           reuse_port=self.reuse_port or None, backlog=1024)
         await site.start()
         self._runners.append(runner)
         self.client_port = site._server.sockets[0].getsockname()[1] if site._server else s.client_side.port  # type: ignore[union-attr]
