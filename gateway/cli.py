@@ -84,6 +84,8 @@ def _pki_issue(args: argparse.Namespace) -> int:
             cert = ca.issue_auth_certificate(ids.parse_server(args.server), key.public_key(), days=args.days)
     except ids.IdentifierError as exc:
         raise ConfigError(str(exc)) from None
+    if (args.out / f"{args.kind}.key").exists():
+        raise ConfigError(f"{args.out}/{args.kind}.key exists; refusing to overwrite a private key")
     save_key(args.out / f"{args.kind}.key", key)
     save_certificate(args.out / f"{args.kind}.pem", cert)
     print(f"created {args.out}/{args.kind}.pem (SHA-256 {fingerprint(cert)}) and {args.kind}.key (0600)")

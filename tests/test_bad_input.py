@@ -310,3 +310,27 @@ async def test_sign_certificate_from_unapproved_ca(federation: Federation) -> No
                                                      parts.signer_cert, body))
     assert fault["type"] == "Server.ServerProxy.CertValidation"
     assert "approved CA" in fault["message"]
+
+
+async def test_service_version_must_match(federation: Federation) -> None:
+    other_version = ids.ServiceId("DEMO", "GOV", "1001", "population", "getPerson", "v9")
+    assert await soap_fault(federation, soap_request(federation.subsystem("health"), other_version)) == \
+        "Server.ServerProxy.UnknownService"
+
+
+async def test_bad_percent_encoding_is_a_client_fault(federation: Federation) -> None:
+    url = federation.client_url("civil", "/r1/DEMO/GOV/1002/tax-records/taxpayers/%ff%fe")
+    async with federation.session.get(url, headers={"X-Road-Client": "DEMO/GOV/1001/population"}) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["type"] == "Client.InvalidRest"
+
+
+async def test_provider_correlation_id_reaches_the_caller(federation: Federation, caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    caplog.set_level(logging.INFO, logger="wasl.serverproxy")
+    service = ids.ServiceId("DEMO", "GOV", "1001", "population", "getPerson", "v1")
+    status, body, _ = await post_soap(federation, "tax", soap_request(federation.subsystem("tax"), service))
+    assert status == 500
+    detail = etree.fromstring(body).findtext(".//faultDetail")
+    assert any(detail in record.getMessage() for record in caplog.records if record.name == "wasl.serverproxy")

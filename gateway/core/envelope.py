@@ -1,15 +1,15 @@
 """The gateway-to-gateway message: a signed JSON manifest over the raw body bytes, built and verified.
 
-The body travels as the HTTP body, byte for byte as the client sent it. Everything else that matters
-(identifiers, method, path, the headers that cross, the body's SHA-512 and length, the time) is in a compact
-JSON *manifest*; the signature covers the manifest's exact bytes. Nothing is canonicalised, so the receiver
-verifies exactly what the sender signed, and the body can be hashed as it streams. See docs/envelope.md.
+The body travels byte for byte as the client sent it (in a peer-link frame, see core/frames.py). Everything
+else that matters (identifiers, method, path, the headers that cross, the body's SHA-512 and length, the time)
+is in a compact JSON *manifest*; the signature covers the manifest's exact bytes. Nothing is canonicalised, so
+the receiver verifies exactly what the sender signed, and the body can be hashed as it streams.
+See docs/envelope.md.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -23,10 +23,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from gateway.core.faults import Code, Fault, Origin
 
 FORMAT_VERSION = 1
-HEADER_MANIFEST = "Wasl-Manifest"
-HEADER_SIGNATURE = "Wasl-Signature"
-HEADER_SIGNER = "Wasl-Signer"
-HEADER_FAULT = "Wasl-Fault"
 MAX_MANIFEST_BYTES = 16 * 1024
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 
@@ -114,10 +110,6 @@ class SignedParts:
     signature: bytes
     signer_cert: bytes  # DER
 
-    def to_headers(self) -> dict[str, str]:
-        return {HEADER_MANIFEST: b64(self.manifest), HEADER_SIGNATURE: b64(self.signature),
-                HEADER_SIGNER: b64(self.signer_cert)}
-
 
 # json.dumps with non-default options builds a new encoder per call; one shared encoder is measurably cheaper.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -133,23 +125,6 @@ def sign(manifest: bytes, key: ec.EllipticCurvePrivateKey, signer_cert_der: byte
 
 def _malformed(origin: Origin, message: str) -> Fault:
     return Fault(origin, Code.MALFORMED_SIGNATURE, message)
-
-
-def read_signed_parts(headers: Any, origin: Origin) -> SignedParts:
-    """Take the signed parts from HTTP headers (a case-insensitive mapping), or raise a fault."""
-    try:
-        manifest_b64 = headers[HEADER_MANIFEST]
-        signature_b64 = headers[HEADER_SIGNATURE]
-        signer_b64 = headers[HEADER_SIGNER]
-    except KeyError as exc:
-        raise _malformed(origin, f"message is not signed: header {exc.args[0]} is missing") from None
-    try:
-        parts = SignedParts(unb64(manifest_b64), unb64(signature_b64), unb64(signer_b64))
-    except (binascii.Error, ValueError):
-        raise _malformed(origin, "signature headers are not valid base64") from None
-    if len(parts.manifest) > MAX_MANIFEST_BYTES:
-        raise _malformed(origin, "manifest is too large")
-    return parts
 
 
 def verify_signature(parts: SignedParts, public_key: ec.EllipticCurvePublicKey, origin: Origin) -> None:

@@ -21,8 +21,7 @@ class Code(StrEnum):
     INVALID_CONTENT_TYPE = "InvalidContentType"
     INVALID_SOAP = "InvalidSoap"
     INVALID_REST = "InvalidRest"
-    INVALID_XML = "InvalidXml"
-    INVALID_JSON = "InvalidJson"
+    INVALID_MESSAGE = "InvalidMessage"  # a peer-link frame that cannot be read
     MISSING_HEADER = "MissingHeader"
     DUPLICATE_HEADER_FIELD = "DuplicateHeaderField"
     MISSING_BODY = "MissingBody"
@@ -43,7 +42,6 @@ class Code(StrEnum):
     # Signatures and certificates
     SSL_AUTHENTICATION_FAILED = "SslAuthenticationFailed"
     CERT_VALIDATION = "CertValidation"
-    INVALID_CERT_PATH = "InvalidCertPath"
     INVALID_SIGNATURE_VALUE = "InvalidSignatureValue"
     MALFORMED_SIGNATURE = "MalformedSignature"
     # Global configuration
@@ -52,7 +50,6 @@ class Code(StrEnum):
     # Network and internals
     NETWORK_ERROR = "NetworkError"
     INTERNAL_ERROR = "InternalError"
-    DATABASE_ERROR = "DatabaseError"
     LOGGING_FAILED = "LoggingFailed"
 
 

@@ -56,24 +56,49 @@ def encode(frame: Frame) -> list[bytes]:
     return [_HEAD.pack(rest, frame.stream, frame.kind), meta, frame.body]
 
 
+@dataclass(slots=True)
+class Oversized:
+    """A frame larger than the limit: its bytes were discarded unread, and its stream gets a fault."""
+
+    stream: int
+    size: int
+
+
 class Decoder:
-    """Feed it bytes as they arrive; it returns the complete frames. Oversized or malformed input raises."""
+    """Feed it bytes as they arrive; it returns the complete frames. A frame over the size limit is skipped
+    (reported as ``Oversized``) so one large message does not cost the other exchanges on the connection;
+    malformed input raises FrameError."""
 
     def __init__(self, max_frame_bytes: int) -> None:
         self.max_frame_bytes = max_frame_bytes
         self._buffer = bytearray()
+        self._skipping = 0  # bytes of an oversized frame still to discard
 
-    def feed(self, data: bytes) -> list[Frame]:
+    def feed(self, data: bytes) -> list[Frame | Oversized]:
+        if self._skipping:
+            dropped = min(self._skipping, len(data))
+            self._skipping -= dropped
+            data = data[dropped:]
         self._buffer += data
-        frames: list[Frame] = []
+        frames: list[Frame | Oversized] = []
         buf = self._buffer
         offset = 0
         while len(buf) - offset >= 4:
             (rest,) = _U32.unpack_from(buf, offset)
-            if rest > self.max_frame_bytes:
-                raise FrameError(f"frame of {rest} bytes exceeds the limit of {self.max_frame_bytes}")
             if rest < 5 + 4 + 2 + 2 + 4:
                 raise FrameError("frame is too short")
+            if rest > self.max_frame_bytes:
+                if len(buf) - offset < 8:
+                    break  # wait for the stream id
+                (stream,) = _U32.unpack_from(buf, offset + 4)
+                frames.append(Oversized(stream, rest))
+                available = len(buf) - offset - 4
+                if available >= rest:
+                    offset += 4 + rest
+                    continue
+                self._skipping = rest - available
+                offset = len(buf)
+                break
             if len(buf) - offset - 4 < rest:
                 break
             frames.append(self._parse(memoryview(buf)[offset + 4:offset + 4 + rest]))

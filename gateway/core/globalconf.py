@@ -31,9 +31,6 @@ class GlobalConfError(ValueError):
         super().__init__(message)
         self.code = code
 
-    def as_fault(self, origin: Origin = Origin.CLIENT_PROXY) -> Fault:
-        return Fault(origin, self.code, str(self))
-
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -71,10 +68,7 @@ class Gateway(_Model):
     @field_validator("auth_cert_sha256")
     @classmethod
     def _hex(cls, values: list[str]) -> list[str]:
-        for value in values:
-            if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
-                raise ValueError("must be lower-case hex SHA-256 fingerprints")
-        return values
+        return [normalise_fingerprint(v) for v in values]
 
 
 class GlobalGroup(_Model):
@@ -193,12 +187,25 @@ def sign_document(document: bytes, key: ec.EllipticCurvePrivateKey, certificate:
     return json.dumps(container, indent=1).encode()
 
 
+def normalise_fingerprint(value: str) -> str:
+    """Accept a SHA-256 fingerprint as printed by openssl (colons, upper case) or as plain hex."""
+    text = value.strip().lower().replace(":", "")
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise ValueError(f"{value!r} is not a SHA-256 fingerprint (64 hex digits, colons allowed)")
+    return text
+
+
 class ConfigurationAnchor(_Model):
     """How a gateway bootstraps trust: where the registry is and which signing certificates to accept."""
 
     instance: str
     registry_url: str
     signing_cert_sha256: list[str] = Field(min_length=1)
+
+    @field_validator("signing_cert_sha256")
+    @classmethod
+    def _fingerprints(cls, values: list[str]) -> list[str]:
+        return [normalise_fingerprint(v) for v in values]
 
 
 def verify_container(blob: bytes, anchor: ConfigurationAnchor, now: dt.datetime,

@@ -36,7 +36,11 @@ class RestRequest:
 
 
 def _segment(raw: str, name: str) -> str:
-    value = unquote(raw, errors="strict")
+    try:
+        value = unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise Fault(Origin.CLIENT, Code.INVALID_REST,
+                    f"request path: {name} is not valid percent-encoded UTF-8") from None
     try:
         return ids.check_part(name, value)
     except ids.IdentifierError as exc:
@@ -57,7 +61,10 @@ def parse_target(raw_path: str) -> tuple[ids.ServiceId, str]:
     inst, mclass, mcode, sub, code = (_segment(p, n) for p, n in zip(pieces[:5], names, strict=True))
     rest = "/" + pieces[5] if len(pieces) == 6 else ""
     for segment in rest.split("/"):
-        decoded = unquote(segment)
+        try:
+            decoded = unquote(segment, errors="strict")
+        except UnicodeDecodeError:
+            raise Fault(Origin.CLIENT, Code.INVALID_REST, "request path is not valid percent-encoded UTF-8") from None
         if decoded in (".", "..") or "/" in decoded or "\\" in decoded or "\x00" in decoded:
             raise Fault(Origin.CLIENT, Code.INVALID_REST, "request path contains a traversal or encoded separator")
     return ids.ServiceId(inst, mclass, mcode, sub, code), rest
@@ -79,6 +86,8 @@ def crossing_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str
 
 def parse_request(method: str, raw_path: str, query: str, headers: list[tuple[str, str]]) -> RestRequest:
     """Validate an r1 request from an information system into a ``RestRequest``."""
+    if len(raw_path) + len(query) > MAX_URI_LENGTH:
+        raise Fault(Origin.CLIENT, Code.INVALID_REST, f"request URI is longer than {MAX_URI_LENGTH} characters")
     service, service_path = parse_target(raw_path)
     client_text = single_header(headers, "x-road-client")
     if client_text is None:

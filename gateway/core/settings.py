@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from gateway.core import identifiers as ids
 from gateway.core.access import AccessRule
-from gateway.core.globalconf import ConfigurationAnchor
+from gateway.core.globalconf import ConfigurationAnchor, normalise_fingerprint
 
 
 class _Model(BaseModel):
@@ -90,6 +90,11 @@ class FederationGateway(_Model):
     @classmethod
     def _server(cls, value: str) -> str:
         return _check(ids.parse_server, value)
+
+    @field_validator("auth_cert_sha256")
+    @classmethod
+    def _fingerprints(cls, values: list[str]) -> list[str]:
+        return [normalise_fingerprint(v) for v in values]
 
     @field_validator("address")
     @classmethod
@@ -282,6 +287,14 @@ class GatewaySettings(_Model):
     @classmethod
     def _server(cls, value: str) -> str:
         return _check(ids.parse_server, value)
+
+    @model_validator(mode="after")
+    def _unique_signers(self) -> GatewaySettings:
+        members = [entry.member for entry in self.signing]
+        for i, member in enumerate(members):
+            if member in members[:i]:
+                raise ValueError(f"signing.{i}.member: {member} has two sign keys; list each member once")
+        return self
 
     @model_validator(mode="after")
     def _unique_services(self) -> GatewaySettings:

@@ -75,7 +75,7 @@ _IDEN_PREFIX = f"{{{IDEN}}}"
 _XROAD_PREFIX = f"{{{XROAD}}}"
 
 
-def _id_parts(el: etree._Element, origin: Origin, what: str, allowed: tuple[str, ...]) -> dict[str, str]:
+def _id_parts(el: etree._Element, origin: Origin, what: str, allowed: tuple[str, ...], code: Code) -> dict[str, str]:
     parts: dict[str, str] = {}
     for child in el:
         tag = child.tag
@@ -84,9 +84,7 @@ def _id_parts(el: etree._Element, origin: Origin, what: str, allowed: tuple[str,
         # Plain string work: this runs for every message, and etree.QName objects cost more than the parse.
         local = tag[len(_IDEN_PREFIX):] if tag.startswith(_IDEN_PREFIX) else None
         if local is None or local not in allowed:
-            raise Fault(origin, Code.INVALID_CLIENT_IDENTIFIER if what == "client" else
-                        Code.INVALID_SERVICE_IDENTIFIER,
-                        f"{what} header has unexpected element {etree.QName(child).localname}")
+            raise Fault(origin, code, f"{what} header has unexpected element {etree.QName(child).localname}")
         if local in parts:
             raise Fault(origin, Code.DUPLICATE_HEADER_FIELD, f"{what} header repeats {local}")
         text = child.text
@@ -96,7 +94,8 @@ def _id_parts(el: etree._Element, origin: Origin, what: str, allowed: tuple[str,
 
 def parse_client_header(el: etree._Element, origin: Origin = Origin.CLIENT) -> ids.ClientId:
     object_type = el.get(_OBJECT_TYPE)
-    parts = _id_parts(el, origin, "client", ("xRoadInstance", "memberClass", "memberCode", "subsystemCode"))
+    parts = _id_parts(el, origin, "client", ("xRoadInstance", "memberClass", "memberCode", "subsystemCode"),
+                      Code.INVALID_CLIENT_IDENTIFIER)
     try:
         if object_type == "SUBSYSTEM":
             return ids.SubsystemId(parts.get("xRoadInstance", ""), parts.get("memberClass", ""),
@@ -116,7 +115,7 @@ def parse_service_header(el: etree._Element, origin: Origin = Origin.CLIENT) -> 
     if el.get(_OBJECT_TYPE) != "SERVICE":
         raise Fault(origin, Code.INVALID_SERVICE_IDENTIFIER, "service header objectType must be SERVICE")
     parts = _id_parts(el, origin, "service", ("xRoadInstance", "memberClass", "memberCode", "subsystemCode",
-                                              "serviceCode", "serviceVersion"))
+                                              "serviceCode", "serviceVersion"), Code.INVALID_SERVICE_IDENTIFIER)
     try:
         return ids.ServiceId(parts.get("xRoadInstance", ""), parts.get("memberClass", ""),
                              parts.get("memberCode", ""), parts.get("subsystemCode"),
@@ -126,7 +125,8 @@ def parse_service_header(el: etree._Element, origin: Origin = Origin.CLIENT) -> 
 
 
 def parse_server_header(el: etree._Element, origin: Origin = Origin.CLIENT) -> ids.ServerId:
-    parts = _id_parts(el, origin, "securityServer", ("xRoadInstance", "memberClass", "memberCode", "serverCode"))
+    parts = _id_parts(el, origin, "securityServer", ("xRoadInstance", "memberClass", "memberCode", "serverCode"),
+                      Code.INVALID_CLIENT_IDENTIFIER)
     try:
         return ids.ServerId(parts.get("xRoadInstance", ""), parts.get("memberClass", ""),
                             parts.get("memberCode", ""), parts.get("serverCode", ""))

@@ -124,6 +124,9 @@ class SqliteMessageLogStore(MessageLogStore):
         # second writer waits for the lock up front instead of failing at COMMIT.
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy_timeout_ms / 1000)
         try:
+            # Records are ~3 KB: at the default 4 KB page most pages hold one record and a quarter of free space;
+            # 16 KB pages pack five, a smaller file and fewer page writes. Takes effect only in a new file.
+            conn.execute("PRAGMA page_size=16384")
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreError(f"{self.path}: could not switch to WAL (journal_mode is {mode})")

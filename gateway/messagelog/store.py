@@ -130,8 +130,11 @@ class MessageLogStore(abc.ABC):
 
     async def verify(self, page_size: int = 10_000) -> list[ChainProblem]:
         """Verify the whole stored chain, page by page, from the retention anchor to the recorded head."""
-        state = await self.state()
+        # The newest record is read before the head: appends landing in between then raise the head, not the stored
+        # maximum, so a live log yields no false "inserted past the head". (A prune running meanwhile can still show
+        # as a deletion: verify a log that is not being pruned.)
         newest = await self.last()
+        state = await self.state()
         top = max(state.last.seq, newest.seq if newest is not None else 0)
         problems: list[ChainProblem] = []
         prev_hash, next_seq = state.pruned.hash, state.pruned.seq + 1

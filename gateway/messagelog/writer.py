@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from gateway.messagelog.records import LogFields, LogRecord, check_fields
+from gateway.messagelog.records import LogFields, LogRecord
 from gateway.messagelog.store import MessageLogStore
 
 
@@ -71,8 +71,6 @@ class GroupCommitWriter:
         """Queue ``fields`` and return its stored record once committed; raise MessageLogWriteError if not."""
         if self._closing:
             raise WriterClosed("the message-log writer is closed")
-        # A bad record is refused here, to its own caller, instead of failing a whole batch of other callers' records.
-        check_fields(fields)
         self.start()
         assert self._task is not None
         if self._task.done():
@@ -127,7 +125,8 @@ class GroupCommitWriter:
                 await self._commit(batch)
                 batch = []
         finally:
-            # Only reached by cancellation or a bug: fail whoever is still waiting rather than leave them hanging.
+            # After close() nothing is left here; after a cancellation or a bug, fail whoever is still waiting rather
+            # than leave them hanging.
             self._closing = True
             err = WriterClosed("the message-log writer stopped before committing this record")
             self._fail(batch, err)

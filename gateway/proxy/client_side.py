@@ -97,7 +97,8 @@ class ClientProxy:
         try:
             response = await work(request, exchange, labels)
         except Fault as fault:
-            detail = new_id()
+            # A provider's fault keeps its correlation id, so the caller's id finds the provider's log entry.
+            detail = fault.detail or new_id()
             log.info("fault %s %s: %s", detail, fault.full_code, fault.message)
             fault_code = fault.full_code
             response = self.fault_response(fault.with_detail(detail), is_soap=is_soap, request=request)

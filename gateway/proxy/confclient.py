@@ -60,15 +60,20 @@ class GlobalConfClient:
             return False
         return True
 
-    def accept(self, blob: bytes, now: dt.datetime) -> GlobalConf:
-        """Verify a downloaded copy against the anchor and the copy held; keep it on disk if good."""
-        held = self.current.serial if self.current is not None else None
+    def verify_and_keep(self, blob: bytes, now: dt.datetime, held: int | None) -> GlobalConf:
+        """Verify a downloaded copy against the anchor and the copy held; keep it on disk if good.
+        Runs in a worker thread (disk I/O), so it touches no state of the event loop."""
         conf = verify_container(blob, self.anchor, now, held_serial=held)
-        if self.current is None or conf.serial != self.current.serial:
+        if held is None or conf.serial != held:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
+            # One temporary name per process: worker processes refresh independently.
+            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
             tmp.write_bytes(blob)
             os.replace(tmp, self.path)  # atomic: a crash never leaves a half-written copy
+        return conf
+
+    def accept(self, blob: bytes, now: dt.datetime) -> GlobalConf:
+        conf = self.verify_and_keep(blob, now, self.current.serial if self.current is not None else None)
         self._install(conf)
         return conf
 
@@ -81,15 +86,20 @@ class GlobalConfClient:
                 blob = await read_limited(resp.content, MAX_CONTAINER_BYTES)
                 if blob is None:
                     raise GlobalConfError(Code.MALFORMED_GLOBALCONF, "global configuration is too large")
-            await asyncio.to_thread(self.accept, blob, dt.datetime.now(dt.UTC))
+            held = self.current.serial if self.current is not None else None
+            conf = await asyncio.to_thread(self.verify_and_keep, blob, dt.datetime.now(dt.UTC), held)
+            self._install(conf)  # back on the event loop: listeners rebuild pools and TLS contexts
             self.last_error = None
             self.last_success = dt.datetime.now(dt.UTC)
         except GlobalConfError as exc:
             self.last_error = str(exc)
             log.warning("global configuration refused: %s", exc)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             self.last_error = f"registry unreachable: {exc.__class__.__name__}"
             log.warning("global configuration download failed: %s", self.last_error)
+        except OSError as exc:
+            self.last_error = f"could not keep the global configuration on disk: {exc}"
+            log.error("%s", self.last_error)
 
     def refresh_interval(self) -> float:
         if self.refresh_override is not None:

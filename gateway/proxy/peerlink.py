@@ -9,7 +9,8 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 
-from gateway.core.frames import MAX_STREAM_ID, Decoder, Frame, FrameError, Kind, encode
+from gateway.core.faults import Code, Fault, Origin, render_json
+from gateway.core.frames import MAX_STREAM_ID, Decoder, Frame, FrameError, Kind, Oversized, encode
 from gateway.proxy.tls import peer_fingerprint
 
 log = logging.getLogger("wasl.peerlink")
@@ -68,7 +69,11 @@ class _ClientConnection(_FlowControl):
             return
         for frame in frames:
             waiter = self.pending.pop(frame.stream, None)
-            if waiter is not None and not waiter.done():
+            if waiter is None or waiter.done():
+                continue
+            if isinstance(frame, Oversized):
+                waiter.set_exception(ConnectionError(f"peer's response of {frame.size} bytes exceeds the limit"))
+            else:
                 waiter.set_result(frame)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -173,12 +178,17 @@ class _ServerConnection(_FlowControl):
         try:
             frames = self.decoder.feed(data)
         except FrameError as exc:
-            fault = Frame(0, Kind.FAULT, _frame_fault(str(exc)), b"", b"", b"")
+            fault = Frame(0, Kind.FAULT, _frame_fault(Code.INVALID_MESSAGE, str(exc)), b"", b"", b"")
             self.transport.writelines(encode(fault))
             self.transport.close()
             return
         loop = asyncio.get_running_loop()
         for frame in frames:
+            if isinstance(frame, Oversized):
+                fault = _frame_fault(Code.MESSAGE_TOO_LARGE,
+                                     f"message of {frame.size} bytes exceeds this gateway's limit")
+                self.transport.writelines(encode(Frame(frame.stream, Kind.FAULT, fault, b"", b"", b"")))
+                continue
             if frame.kind is not Kind.REQUEST:
                 continue
             self.in_flight += 1
@@ -194,7 +204,8 @@ class _ServerConnection(_FlowControl):
             response = await self.handler(self.fingerprint, frame)
         except Exception:  # the handler turns every expected failure into a fault frame itself
             log.exception("peer link handler failed")
-            response = Frame(frame.stream, Kind.FAULT, _frame_fault("internal error"), b"", b"", b"")
+            response = Frame(frame.stream, Kind.FAULT, _frame_fault(Code.INTERNAL_ERROR, "internal error"),
+                             b"", b"", b"")
         response.stream = frame.stream
         self.in_flight -= 1
         transport = self.transport
@@ -213,10 +224,8 @@ class _ServerConnection(_FlowControl):
         self.resume_writing()
 
 
-def _frame_fault(message: str) -> bytes:
-    import json
-
-    return json.dumps({"type": "Server.ServerProxy.InvalidMessage", "message": message, "detail": ""}).encode()
+def _frame_fault(code: Code, message: str) -> bytes:
+    return render_json(Fault(Origin.SERVER_PROXY, code, message))
 
 
 class PeerLinkServer:

@@ -167,11 +167,11 @@ class GatewayRuntime:
     def log_fields(self, *, direction: str, side: str, request: envelope.RequestManifest,
                    parts: envelope.SignedParts, body: bytes, body_sha512: str, log_body: bool) -> LogFields:
         """One message-log record; the body digest comes from the signed manifest, not a second hash."""
-        return LogFields(
+        return LogFields.for_message(
             created_ms=int(time.time() * 1000), direction=direction, side=side, xroad_id=request.xroad_id,
             request_id=request.request_id, client=request.client, service=request.service,
             manifest=parts.manifest, signature=parts.signature, signer_cert=parts.signer_cert,
-            body=body if log_body else None, body_sha512=envelope.unb64(body_sha512))
+            body=body, log_body=log_body, body_sha512=envelope.unb64(body_sha512))
 
     def update_gauges(self) -> None:
         """Refresh the gauges that describe state rather than traffic (called before each scrape)."""

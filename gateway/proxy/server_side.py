@@ -92,7 +92,8 @@ class ServerProxy:
             raise Fault(_ORIGIN, Code.MALFORMED_SIGNATURE, "message time is outside the allowed clock skew")
         # 3-5: the service exists here, the client may call it, and it is enabled.
         settings = self.rt.service(service)
-        if settings is None or service.member.path() not in self.rt.signing:
+        if (settings is None or service.member.path() not in self.rt.signing
+                or settings.service_id.service_version != service.service_version):
             raise Fault(_ORIGIN, Code.UNKNOWN_SERVICE, f"service {service} is not provided at this gateway")
         check_access(settings.access_rules, client.path(), service.path(), conf.groups_of(client.path()),
                      conf.instance)

@@ -35,7 +35,7 @@ class Publisher:
             listed = list(gw.auth_cert_sha256)
             if gw.auth_certificate is not None:
                 listed.append(fingerprint(load_certificate(gw.auth_certificate)))
-            fps.append(tuple(dict.fromkeys(fp.lower().replace(":", "") for fp in listed)))
+            fps.append(tuple(dict.fromkeys(listed)))
         return cls(
             federation=federation,
             signing_key=load_key(reg.signing_key),

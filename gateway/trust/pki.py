@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gateway.configfile import ConfigError
 from gateway.core.certificates import fingerprint, member_of_sign_certificate
 from gateway.core.identifiers import MemberId, ServerId
 
@@ -126,8 +127,8 @@ class CertificateAuthority:
                 alt_names.append(x509.DNSName(host))
         builder = (
             _builder(subject, self.certificate.subject, public_key, days, not_before)
-            .add_extension(
-                x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=True,
+            .add_extension(  # ECDHE key exchange: an EC key signs the handshake; it never enciphers keys
+                x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
                               data_encipherment=False, key_agreement=False, key_cert_sign=False,
                               crl_sign=False, encipher_only=False, decipher_only=False),
                 critical=True,
@@ -185,12 +186,25 @@ def save_certificate(path: Path, cert: x509.Certificate) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {what}: {exc.strerror}") from None
+
+
 def load_key(path: Path) -> PrivateKey:
-    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    try:
+        key = serialization.load_pem_private_key(_read(path, "private key"), password=None)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{path}: not an unencrypted PEM private key") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise ValueError(f"{path}: only EC private keys are supported")
+        raise ConfigError(f"{path}: only EC private keys are supported")
     return key
 
 
 def load_certificate(path: Path) -> x509.Certificate:
-    return x509.load_pem_x509_certificate(Path(path).read_bytes())
+    try:
+        return x509.load_pem_x509_certificate(_read(path, "certificate"))
+    except ValueError:
+        raise ConfigError(f"{path}: not a PEM certificate") from None
