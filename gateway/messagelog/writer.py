@@ -44,13 +44,17 @@ class GroupCommitWriter:
     """
 
     def __init__(
-        self, store: MessageLogStore, max_batch: int = 256, max_delay_ms: float = 2.0, max_queue: int = 10_000
+        self, store: MessageLogStore, max_batch: int = 256, max_delay_ms: float = 2.0, max_queue: int = 10_000,
+        linger_ms: float = 0.0,
     ) -> None:
         if max_batch < 1 or max_queue < 1 or max_delay_ms < 0:
             raise ValueError("max_batch and max_queue must be >= 1 and max_delay_ms >= 0")
         self.store = store
         self.max_batch = max_batch
         self.max_delay = max_delay_ms / 1000
+        self.linger = linger_ms / 1000
+        self.busy_window = 0.05  # a commit this recent means traffic is flowing
+        self._last_commit = float("-inf")
         self.stats = WriterStats()
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=max_queue)
         self._task: asyncio.Task[None] | None = None
@@ -122,7 +126,13 @@ class GroupCommitWriter:
                     self._take_ready(batch)
                     if len(batch) == before:
                         break
+                if self.linger and len(batch) < self.max_batch and loop.time() - self._last_commit < self.busy_window:
+                    # Busy: records keep coming, and each transaction costs far more CPU than a record, so wait a
+                    # moment to commit more of them together. An idle gateway commits a lone record at once.
+                    await asyncio.sleep(self.linger)
+                    self._take_ready(batch)
                 await self._commit(batch)
+                self._last_commit = loop.time()
                 batch = []
         finally:
             # After close() nothing is left here; after a cancellation or a bug, fail whoever is still waiting rather
