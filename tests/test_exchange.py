@@ -153,3 +153,11 @@ async def test_metrics_move_with_traffic(federation: Federation) -> None:
                         fault_code="Server.ServerProxy.AccessDenied") >= 1
     assert metric_value(provider_text, "wasl_backend_duration_seconds_count") >= 3
     assert "X-Road-Id" not in provider_text and "m-1" not in provider_text  # no unbounded labels
+
+
+async def test_registry_metrics(federation: Federation) -> None:
+    url = f"http://127.0.0.1:{federation.layout.ports.registry}/metrics"
+    async with federation.session.get(url) as resp:
+        text = await resp.text()
+    assert metric_value(text, "wasl_registry_entities", kind="gateway") == 3
+    assert metric_value(text, "wasl_registry_globalconf_downloads_total") >= 3  # one per gateway at least
