@@ -78,7 +78,7 @@ class GlobalGroup(_Model):
 
 
 class GlobalConfDocument(_Model):
-    format: Literal["wasl-globalconf/1"] = DOCUMENT_FORMAT
+    format: Literal["wasl-globalconf/1"] = "wasl-globalconf/1"
     instance: str
     serial: int  # strictly increasing; a copy with a lower serial than the one held is refused
     generated_at: dt.datetime

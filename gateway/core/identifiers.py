@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -269,4 +270,5 @@ def parse_typed(text: str) -> AnyId:
     kind, sep, rest = text.partition(":")
     if not sep or kind not in _PARSERS:
         raise IdentifierError(f"identifier {text!r} must start with one of {', '.join(_PARSERS)} and ':'")
-    return _PARSERS[kind](rest)  # type: ignore[operator]
+    parser: Callable[[str], AnyId] = _PARSERS[kind]  # type: ignore[assignment]
+    return parser(rest)

@@ -71,7 +71,8 @@ class RunningGateway:
                            reuse_port=self.reuse_port or None, backlog=1024)
         await site.start()
         self._runners.append(runner)
-        self.client_port = site._server.sockets[0].getsockname()[1] if site._server else s.client_side.port  # type: ignore[union-attr]
+        sockets = getattr(site._server, "sockets", None)  # aiohttp exposes the bound port only here
+        self.client_port = sockets[0].getsockname()[1] if sockets else s.client_side.port
         assert self.runtime.server_ssl is not None
         # Headroom over the body limit for the manifest, signature and certificate in the same frame.
         self._peer_server = PeerLinkServer(ServerProxy(self.runtime).handle_frame,

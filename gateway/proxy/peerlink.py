@@ -124,13 +124,13 @@ class PeerLinkClient:
 
     async def _connection(self) -> _ClientConnection:
         index = next(self._next) % len(self._slots)
-        conn = self._slots[index]
-        if conn is not None and not conn.closed:
-            return conn
+        current = self._slots[index]
+        if current is not None and not current.closed:
+            return current
         async with self._locks[index]:
-            conn = self._slots[index]
-            if conn is not None and not conn.closed:
-                return conn
+            current = self._slots[index]
+            if current is not None and not current.closed:
+                return current
             loop = asyncio.get_running_loop()
             try:
                 _, conn = await asyncio.wait_for(loop.create_connection(
@@ -185,9 +185,9 @@ class _ServerConnection(_FlowControl):
         loop = asyncio.get_running_loop()
         for frame in frames:
             if isinstance(frame, Oversized):
-                fault = _frame_fault(Code.MESSAGE_TOO_LARGE,
-                                     f"message of {frame.size} bytes exceeds this gateway's limit")
-                self.transport.writelines(encode(Frame(frame.stream, Kind.FAULT, fault, b"", b"", b"")))
+                too_large = _frame_fault(Code.MESSAGE_TOO_LARGE,
+                                         f"message of {frame.size} bytes exceeds this gateway's limit")
+                self.transport.writelines(encode(Frame(frame.stream, Kind.FAULT, too_large, b"", b"", b"")))
                 continue
             if frame.kind is not Kind.REQUEST:
                 continue
