@@ -9,7 +9,7 @@ from enum import StrEnum
 from functools import lru_cache
 
 # PR-MESS §2.7: the only characters an identifier part may hold.
-_PART = re.compile(r"^[A-Za-z0-9'()+,\-.=?]+$")
+_PART = re.compile(r"[A-Za-z0-9'()+,\-.=?]+")  # used with fullmatch: '$' would let a trailing newline in
 _MAX_PART = 255
 
 
@@ -31,7 +31,7 @@ def check_part(name: str, value: str | None) -> str:
         raise IdentifierError(f"{name} is missing")
     if len(value) > _MAX_PART:
         raise IdentifierError(f"{name} is longer than {_MAX_PART} characters")
-    if not _PART.match(value):
+    if not _PART.fullmatch(value):
         raise IdentifierError(f"{name} {value!r} contains characters outside A-Z a-z 0-9 ' ( ) + , - . = ?")
     return value
 

@@ -79,9 +79,13 @@ def single_header(headers: Iterable[tuple[str, str]], name: str) -> str | None:
 
 
 def crossing_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-    """Headers passed to the other side: end-to-end ones only, X-Road's own are carried in the manifest."""
+    """Headers passed to the other side: end-to-end ones only (including none that Connection names as
+    hop-by-hop, RFC 9110 §7.6.1); X-Road's own are carried in the manifest."""
+    headers = list(headers)
+    named = {token.strip().lower() for k, v in headers if k.lower() == "connection" for token in v.split(",")}
     return tuple((k.lower(), v) for k, v in headers
-                 if k.lower() not in _DROPPED and not k.lower().startswith(XROAD_HEADER_PREFIX))
+                 if k.lower() not in _DROPPED and k.lower() not in named
+                 and not k.lower().startswith(XROAD_HEADER_PREFIX))
 
 
 def parse_request(method: str, raw_path: str, query: str, headers: list[tuple[str, str]]) -> RestRequest:

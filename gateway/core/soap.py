@@ -26,10 +26,21 @@ _KNOWN_HEADERS = frozenset({"client", "service", "id", "userId", "issue", "proto
                             "requestHash", "centralService"})
 
 
+class _RefuseExternal(etree.Resolver):
+    """libxml2 still asks for an external DTD subset or parameter entity before a DTD can be refused;
+    answering with an error means no local file is ever opened (a FIFO could block the loop, and the fault
+    message could reveal whether a file exists)."""
+
+    def resolve(self, system_url, public_id, context):  # type: ignore[no-untyped-def]
+        raise etree.XMLSyntaxError("external resources are not allowed", 0, 0, 0)
+
+
 def _parser() -> etree.XMLParser:
     # No entities, no DTD, no network, no huge trees: XML bombs and XXE cannot get through.
-    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False,
-                           remove_comments=False, collect_ids=False)
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False,
+                             remove_comments=False, collect_ids=False)
+    parser.resolvers.add(_RefuseExternal())
+    return parser
 
 
 _PARSER = _parser()
@@ -37,6 +48,9 @@ _PARSER = _parser()
 
 def parse_xml(data: bytes, origin: Origin = Origin.CLIENT, what: str = "SOAP message") -> etree._Element:
     """Parse untrusted XML safely; a DTD of any kind is refused rather than ignored."""
+    # Refused before the parser runs, so no DTD (internal or external) is ever processed.
+    if b"<!DOCTYPE" in data or b"<\x00!\x00D\x00O\x00C" in data or b"\x00<\x00!\x00D\x00O\x00C" in data:
+        raise Fault(origin, Code.INVALID_SOAP, f"{what} must not contain a DTD or entity declarations")
     try:
         root = etree.fromstring(data, _PARSER)
     except etree.XMLSyntaxError as exc:
@@ -125,6 +139,8 @@ def parse_service_header(el: etree._Element, origin: Origin = Origin.CLIENT) -> 
 
 
 def parse_server_header(el: etree._Element, origin: Origin = Origin.CLIENT) -> ids.ServerId:
+    if el.get(_OBJECT_TYPE) != "SERVER":
+        raise Fault(origin, Code.INVALID_CLIENT_IDENTIFIER, "securityServer header objectType must be SERVER")
     parts = _id_parts(el, origin, "securityServer", ("xRoadInstance", "memberClass", "memberCode", "serverCode"),
                       Code.INVALID_CLIENT_IDENTIFIER)
     try:
