@@ -80,6 +80,10 @@ def _pki_issue(args: argparse.Namespace) -> int:
         if args.kind == "sign":
             cert = ca.issue_sign_certificate(ids.parse_member(args.member), args.name, key.public_key(),
                                              days=args.days)
+        elif args.kind == "tsa":
+            from gateway.trust.tsa import issue_tsa_certificate
+
+            cert = issue_tsa_certificate(ca, key, args.name or "Wasl Development TSA", days=args.days)
         else:
             cert = ca.issue_auth_certificate(ids.parse_server(args.server), key.public_key(), days=args.days)
     except ids.IdentifierError as exc:
@@ -116,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     gserve.add_argument("--workers", type=int, help="worker processes (default: from the file)")
     gserve.set_defaults(func=_gateway_serve)
 
+    from gateway.inquiry.cli import add_parser as add_inquiry
+
+    add_inquiry(sub)  # wasl inquiry serve | tx | list | stats | gateways
+
     config = sub.add_parser("config", help="configuration files").add_subparsers(dest="action", required=True)
     check = config.add_parser("check", help="validate a YAML file and name every bad field")
     check.add_argument("kind", choices=["federation", "gateway"])
@@ -128,21 +136,25 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--name", default="Wasl Development Root CA")
     init.set_defaults(func=_pki_init)
     issue = pki.add_parser("issue", help="issue a member sign certificate or a gateway auth certificate")
-    issue.add_argument("kind", choices=["sign", "auth"])
+    issue.add_argument("kind", choices=["sign", "auth", "tsa"])
     issue.add_argument("--ca", type=Path, required=True, help="folder with ca.pem and ca.key")
     issue.add_argument("--out", type=Path, required=True)
     issue.add_argument("--member", help="sign: INST/CLASS/CODE")
-    issue.add_argument("--name", default="", help="sign: the member's name")
+    issue.add_argument("--name", default="", help="sign: the member's name; tsa: the TSA's common name")
     issue.add_argument("--server", help="auth: INST/CLASS/CODE/serverCode")
     issue.add_argument("--days", type=int, default=365)
     issue.set_defaults(func=_pki_issue)
+
+    from gateway.messagelog.commands import register
+
+    register(sub)  # wasl log ..., wasl tsa serve
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
-    if args.command == "pki" and args.action == "issue":
+    if args.command == "pki" and args.action == "issue" and args.kind != "tsa":
         needed = "member" if args.kind == "sign" else "server"
         if getattr(args, needed) is None:
             print(f"wasl pki issue {args.kind}: --{needed} is required", file=sys.stderr)

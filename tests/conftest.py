@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,8 +127,11 @@ def demo_services(backend: str) -> list[fed.Service]:
     ]
 
 
-async def start_federation(directory: Path, *, max_body_bytes: int = 1024 * 1024,
-                           validity_seconds: int = 600) -> Federation:
+async def start_federation(directory: Path, *, max_body_bytes: int = 1024 * 1024, validity_seconds: int = 600,
+                           services: Callable[[str], list[fed.Service]] | None = None,
+                           settings: dict[str, dict[str, object]] | None = None) -> Federation:
+    """``services`` maps the test backend's base URL to the services to publish (default: ``demo_services``);
+    ``settings`` adds gateway settings per agency (e.g. ``{"health": {"adapters": [...]}}``)."""
     backend_runner, backend_port = await start_app(backend_app())
     ports_list = free_ports(7)
     ports = fed.Ports(registry=ports_list[0],
@@ -136,8 +139,9 @@ async def start_federation(directory: Path, *, max_body_bytes: int = 1024 * 1024
                       server_side={"civil": ports_list[4], "tax": ports_list[5], "health": ports_list[6]})
     limits = {"client_side": {"host": "127.0.0.1", "max_body_bytes": max_body_bytes}}
     overrides = {k: {"client_side": {**limits["client_side"], "port": ports.client_side[k]},
-                     "globalconf_refresh_seconds": 0.3} for k in ("civil", "tax", "health")}
-    layout = fed.build(directory, ports, demo_services(f"http://127.0.0.1:{backend_port}"),
+                     "globalconf_refresh_seconds": 0.3, **(settings or {}).get(k, {})}
+                 for k in ("civil", "tax", "health")}
+    layout = fed.build(directory, ports, (services or demo_services)(f"http://127.0.0.1:{backend_port}"),
                        global_groups=[{"code": "trusted", "members": ["DEMO/GOV/1002/tax-records"]}],
                        validity_seconds=validity_seconds, gateway_overrides=overrides)
     registry = Registry(layout.federation_file)

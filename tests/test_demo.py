@@ -31,7 +31,7 @@ def test_demo_once_runs_the_whole_federation(tmp_path: Path) -> None:
                              "--base-port", str(free_base_port())], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert out.count("[PASS]") == 4 and "[FAIL]" not in out
+    assert out.count("[PASS]") == 7 and "[FAIL]" not in out
     assert "Server.ServerProxy.AccessDenied" in out
     assert "X-Road-Id=demo-soap-1" in out
     assert "curl -s" in out

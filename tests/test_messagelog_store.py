@@ -35,7 +35,16 @@ from gateway.messagelog.records import (
     verify_chain,
 )
 from gateway.messagelog.sqlite_store import SqliteMessageLogStore
-from gateway.messagelog.store import RECORD_COLUMNS, ChainState, MessageLogStore, Migration, SchemaError, StoreError
+from gateway.messagelog.store import (
+    RECORD_COLUMNS,
+    ArchiveRecord,
+    ChainState,
+    MessageLogStore,
+    Migration,
+    SchemaError,
+    StoreError,
+    TimestampRecord,
+)
 from gateway.messagelog.writer import GroupCommitWriter, MessageLogWriteError, WriterClosed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -459,26 +468,29 @@ async def test_retention_refuses_a_missing_anchor(store: MessageLogStore, backen
 
 
 async def test_migrate_is_idempotent_refuses_newer_and_upgrades(store: MessageLogStore, backend: Backend) -> None:
-    assert await store.migrate() == 1
-    assert await store.migrate() == 1
-    assert await backend.raw.schema_versions() == [1]
+    latest = len(store.migrations)  # type: ignore[attr-defined]
+    assert await store.migrate() == latest
+    assert await store.migrate() == latest
+    assert await backend.raw.schema_versions() == list(range(1, latest + 1))
     upgraded = backend.make()
     upgraded.migrations = (  # type: ignore[attr-defined]
         *upgraded.migrations,  # type: ignore[attr-defined]
-        Migration(2, "test upgrade", ("CREATE TABLE messagelog_upgrade_probe (x integer)",)),
+        Migration(latest + 1, "test upgrade", ("CREATE TABLE messagelog_upgrade_probe (x integer)",)),
     )
     await upgraded.open()
     try:
-        assert await upgraded.migrate() == 2
-        assert await backend.raw.schema_versions() == [1, 2]
+        assert await upgraded.migrate() == latest + 1
+        assert await backend.raw.schema_versions() == list(range(1, latest + 2))
         with pytest.raises(SchemaError, match="newer"):
             await store.migrate()
     finally:
         await upgraded.close()
         # The PostgreSQL database is shared by the whole session: put it back.
-        await backend.raw.execute("DELETE FROM schema_version WHERE component = 'messagelog' AND version = 2")
+        await backend.raw.execute(
+            f"DELETE FROM schema_version WHERE component = 'messagelog' AND version = {latest + 1}"
+        )
         await backend.raw.execute("DROP TABLE IF EXISTS messagelog_upgrade_probe")
-    assert await store.migrate() == 1
+    assert await store.migrate() == latest
 
 
 async def test_two_nodes_of_one_gateway_keep_one_chain(store: MessageLogStore, backend: Backend) -> None:
@@ -558,6 +570,21 @@ class GatedStore(MessageLogStore):
 
     async def delete_through(self, seq: int) -> int:
         return await self.inner.delete_through(seq)
+
+    async def record_hashes(self, from_seq: int, to_seq: int) -> list[tuple[int, bytes]]:
+        return await self.inner.record_hashes(from_seq, to_seq)
+
+    async def add_timestamp(self, stamp: TimestampRecord) -> bool:
+        return await self.inner.add_timestamp(stamp)
+
+    async def timestamps(self, from_seq: int, to_seq: int) -> list[TimestampRecord]:
+        return await self.inner.timestamps(from_seq, to_seq)
+
+    async def add_archive(self, archive: ArchiveRecord) -> None:
+        await self.inner.add_archive(archive)
+
+    async def archives(self) -> list[ArchiveRecord]:
+        return await self.inner.archives()
 
 
 async def test_failed_commit_fails_every_waiter_of_that_batch(store: MessageLogStore) -> None:

@@ -21,6 +21,7 @@ class Code(StrEnum):
     INVALID_CONTENT_TYPE = "InvalidContentType"
     INVALID_SOAP = "InvalidSoap"
     INVALID_REST = "InvalidRest"
+    INVALID_REQUEST = "InvalidRequest"  # X-Road's code for a metaservice request missing what it needs
     INVALID_MESSAGE = "InvalidMessage"  # a peer-link frame that cannot be read
     MISSING_HEADER = "MissingHeader"
     DUPLICATE_HEADER_FIELD = "DuplicateHeaderField"
@@ -51,6 +52,7 @@ class Code(StrEnum):
     NETWORK_ERROR = "NetworkError"
     INTERNAL_ERROR = "InternalError"
     LOGGING_FAILED = "LoggingFailed"
+    TIMESTAMPER_FAILED = "LoggingFailed.TimestamperFailed"  # X-Road's code once timestamping failed too long
 
 
 # HTTP status a REST caller gets for each code; SOAP faults always travel as HTTP 500 (SOAP 1.1).
@@ -67,6 +69,7 @@ _REST_STATUS: dict[Code, int] = {
     Code.MALFORMED_GLOBALCONF: 503,
     Code.INCONSISTENT_RESPONSE: 502,
     Code.LOGGING_FAILED: 503,
+    Code.TIMESTAMPER_FAILED: 503,
 }
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
+from gateway.core import descriptions, validation
 from gateway.core import identifiers as ids
 from gateway.core.access import AccessRule
 from gateway.core.globalconf import ConfigurationAnchor, normalise_fingerprint
@@ -211,14 +212,140 @@ class MessageLogSettings(_Model):
     path: Path | None = None  # SQLite file; default: <state_dir>/messagelog.db
     dsn: str | None = None  # PostgreSQL, e.g. postgresql://user@host/db
     log_bodies: bool = True  # per service, ``log_body`` overrides this
+    # Timestamping, encryption at rest, archives: see docs/messagelog.md.
+    timestamping: bool = True  # RFC 3161 tokens from the global configuration's TSAs
+    timestamp_interval_seconds: float = Field(60.0, gt=0)
+    timestamp_max_records: int = Field(10_000, ge=1, le=60_000)  # records per token (an archive holds whole batches)
+    timestamp_timeout_seconds: float = Field(10.0, gt=0)
+    timestamp_grace_seconds: float | None = Field(14_400.0, ge=0)  # then refuse messages; None: never
+    timestamp_immediately: bool = False  # each message waits for a token; per service, ``timestamp_immediately``
+    body_key_file: Path | None = None  # AES-256 key (base64 or hex) that encrypts stored bodies
+    body_key_env: str | None = None  # or: the environment variable holding it
+    archive_dir: Path | None = None  # ``wasl log archive``; default: <state_dir>/archive
+    archive_max_records: int = Field(10_000, ge=1, le=60_000)  # per archive file (whole batches)
+    retention_days: float = Field(30.0, ge=0)  # archived records leave the database this long after
 
-    resolve_paths = field_validator("path")(_relative_to_file)
+    resolve_paths = field_validator("path", "body_key_file", "archive_dir")(_relative_to_file)
 
     @model_validator(mode="after")
     def _store_target(self) -> MessageLogSettings:
         if self.enabled and self.store == "postgresql" and not self.dsn:
             raise ValueError("dsn is required when store is postgresql")
+        if self.body_key_file is not None and self.body_key_env is not None:
+            raise ValueError("give body_key_file or body_key_env, not both")
         return self
+
+
+class OpMonitoringSettings(_Model):
+    """Operational monitoring: one record per exchange and side, no payload (docs/monitoring.md). The store follows
+    the message log's choice unless ``store`` says otherwise."""
+
+    enabled: bool = True
+    store: Literal["sqlite", "postgresql"] | None = None  # default: the message log's store
+    path: Path | None = None  # SQLite file; default: <state_dir>/opmon.db
+    dsn: str | None = None  # PostgreSQL; default: the message log's dsn
+    retention_hours: float = Field(168.0, gt=0)  # records older than this are deleted
+    batch_size: int = Field(500, ge=1, le=10_000)  # records per transaction at most
+    max_pending: int = Field(50_000, ge=100)  # queued beyond this, records are dropped (and counted), not waited on
+    flush_seconds: float = Field(0.1, gt=0, le=10)  # how long records may wait to form a batch
+
+    resolve_paths = field_validator("path")(_relative_to_file)
+
+
+MAX_DESCRIPTION_BYTES = 4 * 1024 * 1024
+# X-Road reserves these service codes for its metaservices (PR-META, PR-MREST).
+RESERVED_SERVICE_CODES = frozenset({"listClients", "listMethods", "allowedMethods", "getWsdl", "getOpenAPI"})
+
+
+def _read_description(path: Path) -> bytes:
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_DESCRIPTION_BYTES + 1)
+    except OSError as exc:
+        raise descriptions.DescriptionError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(data) > MAX_DESCRIPTION_BYTES:
+        raise descriptions.DescriptionError(f"{path}: larger than {MAX_DESCRIPTION_BYTES} bytes")
+    return data
+
+
+def _schema_file(location: str, referrer: str) -> tuple[bytes, str]:
+    """schemaLocation values in a WSDL or schema file are relative to that file."""
+    path = (Path(referrer).parent / location).resolve()
+    return _read_description(path), str(path)
+
+
+class DescriptionSettings(_Model):
+    """A service's description, loaded and checked when the configuration is: a WSDL or an OpenAPI 3 file."""
+
+    wsdl: Path | None = None  # SOAP services
+    openapi: Path | None = None  # REST services, JSON or YAML
+    operation: str | None = None  # the WSDL operation the service is; default: the service code
+    validation: bool = False  # check requests and responses against this description
+
+    resolve_paths = field_validator("wsdl", "openapi")(_relative_to_file)
+    _loaded: descriptions.WsdlDescription | descriptions.OpenApiDescription | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _load(self) -> DescriptionSettings:
+        if (self.wsdl is None) == (self.openapi is None):
+            raise ValueError("give exactly one of wsdl (SOAP) or openapi (REST)")
+        if self.operation is not None and self.wsdl is None:
+            raise ValueError("operation: only a WSDL description has operations")
+        try:
+            if self.wsdl is not None:
+                self._loaded = descriptions.parse_wsdl(_read_description(self.wsdl), str(self.wsdl), _schema_file)
+            elif self.openapi is not None:
+                self._loaded = descriptions.parse_openapi(_read_description(self.openapi), str(self.openapi))
+        except descriptions.DescriptionError as exc:
+            raise ValueError(f"{'wsdl' if self.wsdl is not None else 'openapi'}: {exc}") from None
+        return self
+
+    @property
+    def loaded_wsdl(self) -> descriptions.WsdlDescription | None:
+        return self._loaded if isinstance(self._loaded, descriptions.WsdlDescription) else None
+
+    @property
+    def loaded_openapi(self) -> descriptions.OpenApiDescription | None:
+        return self._loaded if isinstance(self._loaded, descriptions.OpenApiDescription) else None
+
+
+class NamespaceRewrite(_Model):
+    backend: str  # the namespace the legacy backend speaks
+    federation: str  # the namespace clients see in the published WSDL and in messages
+
+
+class AdapterSettings(_Model):
+    """How the gateway translates for a backend that does not speak X-Road (docs/adapters.md).
+
+    ``legacy-soap``: a SOAP backend unaware of X-Road headers; the description is its own WSDL.
+    ``rest-to-soap``: REST/JSON callers reach a SOAP backend described by ``wsdl``."""
+
+    kind: Literal["legacy-soap", "rest-to-soap"]
+    namespace: NamespaceRewrite | None = None  # legacy-soap only
+    wsdl: Path | None = None  # rest-to-soap only: the SOAP backend's WSDL
+
+    resolve_paths = field_validator("wsdl")(_relative_to_file)
+    _backend_wsdl: descriptions.WsdlDescription | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> AdapterSettings:
+        if self.kind == "rest-to-soap":
+            if self.wsdl is None:
+                raise ValueError("wsdl: a rest-to-soap adapter needs the SOAP backend's WSDL")
+            if self.namespace is not None:
+                raise ValueError("namespace: only a legacy-soap adapter rewrites namespaces")
+            try:
+                self._backend_wsdl = descriptions.parse_wsdl(_read_description(self.wsdl), str(self.wsdl),
+                                                             _schema_file)
+            except descriptions.DescriptionError as exc:
+                raise ValueError(f"wsdl: {exc}") from None
+        elif self.wsdl is not None:
+            raise ValueError("wsdl: a legacy-soap adapter publishes the service's description.wsdl")
+        return self
+
+    @property
+    def backend_wsdl(self) -> descriptions.WsdlDescription | None:
+        return self._backend_wsdl
 
 
 class ServiceSettings(_Model):
@@ -228,12 +355,92 @@ class ServiceSettings(_Model):
     timeout_seconds: float = Field(30.0, gt=0, le=3600)
     disabled: bool = False
     log_body: bool | None = None  # None: the message log's default
+    timestamp_immediately: bool | None = None  # None: the message log's default
     allow: list[str] = Field(default_factory=list)
+    description: DescriptionSettings | None = None
+    adapter: AdapterSettings | None = None
+
+    _published: descriptions.WsdlDescription | None = PrivateAttr(None)
+    _validator: validation.Validator | None = PrivateAttr(None)
 
     @field_validator("id")
     @classmethod
     def _id(cls, value: str) -> str:
-        return _check(ids.parse_service, value)
+        _check(ids.parse_service, value)
+        code = ids.parse_service(value).service_code
+        if code in RESERVED_SERVICE_CODES:
+            raise ValueError(f"service code {code} is reserved for X-Road's metaservices")
+        return value
+
+    @model_validator(mode="after")
+    def _description_fits(self) -> ServiceSettings:
+        described = self.description
+        if described is None:
+            return self
+        if self.type == "soap" and described.wsdl is None:
+            raise ValueError("description: a SOAP service is described by a wsdl file")
+        if self.type == "rest" and described.openapi is None:
+            raise ValueError("description: a REST service is described by an openapi file")
+        wsdl = described.loaded_wsdl
+        if wsdl is not None:
+            operation = described.operation or self.service_id.service_code
+            if operation not in wsdl.operations:
+                field = "description.operation" if described.operation else "id (service code, the default operation)"
+                raise ValueError(f"{field}: operation {operation!r} is not defined in {described.wsdl}; it defines "
+                                 f"{', '.join(wsdl.operations)}")
+        return self
+
+    @model_validator(mode="after")
+    def _adapter_fits(self) -> ServiceSettings:
+        adapter = self.adapter
+        if adapter is None:
+            return self
+        if adapter.kind == "rest-to-soap":
+            if self.type != "rest":
+                raise ValueError("adapter: a rest-to-soap adapter serves REST callers, so the service type is rest")
+            return self
+        wsdl = self.description.loaded_wsdl if self.description else None
+        if self.type != "soap" or wsdl is None:
+            raise ValueError("adapter: a legacy-soap adapter needs type soap and the backend's description.wsdl")
+        rewrite = (adapter.namespace.backend, adapter.namespace.federation) if adapter.namespace else None
+        if rewrite is not None and not any(e.startswith(f"{{{rewrite[0]}}}") for e in wsdl.input_elements.values()):
+            raise ValueError(f"adapter.namespace.backend: {rewrite[0]!r} is not the namespace of any operation's "
+                             f"request in {wsdl.source}")
+        try:
+            self._published = descriptions.published_for_xroad(wsdl, rewrite)
+        except descriptions.DescriptionError as exc:
+            raise ValueError(f"adapter: {exc}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _build_validator(self) -> ServiceSettings:
+        if self.description is None or not self.description.validation:
+            return self
+        try:
+            wsdl, openapi = self.published_wsdl, self.description.loaded_openapi
+            self._validator = validation.WsdlValidator(wsdl) if wsdl is not None else \
+                validation.OpenApiValidator(openapi) if openapi is not None else None
+        except validation.ValidationSetupError as exc:
+            raise ValueError(f"description.validation: {exc}") from None
+        return self
+
+    @property
+    def validator(self) -> validation.Validator | None:
+        return self._validator
+
+    @property
+    def operation(self) -> str:
+        """The WSDL operation this service is (default: the service code)."""
+        if self.description is not None and self.description.operation:
+            return self.description.operation
+        return self.service_id.service_code
+
+    @property
+    def published_wsdl(self) -> descriptions.WsdlDescription | None:
+        """The WSDL getWsdl hands out: a legacy backend's own, with X-Road's headers added, or the description."""
+        if self._published is not None:
+            return self._published
+        return self.description.loaded_wsdl if self.description else None
 
     @field_validator("url")
     @classmethod
@@ -265,6 +472,27 @@ class ServiceSettings(_Model):
         return tuple(rules)
 
 
+class ClientAdapterSettings(_Model):
+    """A route for a legacy caller that cannot speak X-Road: ``/adapters/{name}/...`` on the client side acts as
+    ``client`` calling ``service``, so the caller only changes its base URL."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    client: str  # INST/CLASS/CODE/SUBSYSTEM, a client of this gateway
+    service: str  # INST/CLASS/CODE/SUBSYSTEM/serviceCode[/version]
+    protocol: Literal["rest", "soap"]
+    user_id: str | None = None  # X-Road userId sent for the caller, who has no way to say it
+
+    @field_validator("client")
+    @classmethod
+    def _client(cls, value: str) -> str:
+        return _check(ids.parse_subsystem, value)
+
+    @field_validator("service")
+    @classmethod
+    def _service(cls, value: str) -> str:
+        return _check(ids.parse_service, value)
+
+
 class GatewaySettings(_Model):
     server: str  # this gateway's server id, INST/CLASS/CODE/serverCode
     anchor: ConfigurationAnchor
@@ -280,6 +508,9 @@ class GatewaySettings(_Model):
     clock_skew_seconds: int = Field(300, ge=1)
     globalconf_refresh_seconds: float | None = Field(None, gt=0)
     message_log: MessageLogSettings = Field(default_factory=MessageLogSettings)
+    op_monitoring: OpMonitoringSettings = Field(default_factory=OpMonitoringSettings)
+    description_cache_seconds: float = Field(300.0, ge=0)  # client side: service descriptions fetched for /wsdl
+    adapters: list[ClientAdapterSettings] = Field(default_factory=list)  # client side: routes for legacy callers
 
     resolve_paths = field_validator("state_dir")(_relative_to_file)
 
@@ -294,6 +525,21 @@ class GatewaySettings(_Model):
         for i, member in enumerate(members):
             if member in members[:i]:
                 raise ValueError(f"signing.{i}.member: {member} has two sign keys; list each member once")
+        return self
+
+    @model_validator(mode="after")
+    def _op_monitoring_store(self) -> GatewaySettings:
+        op = self.op_monitoring
+        if op.enabled and (op.store or self.message_log.store) == "postgresql" and not (op.dsn or self.message_log.dsn):
+            raise ValueError("op_monitoring.dsn: a PostgreSQL store needs a dsn (its own or the message log's)")
+        return self
+
+    @model_validator(mode="after")
+    def _unique_adapters(self) -> GatewaySettings:
+        names = [a.name for a in self.adapters]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"adapters.{i}.name: route {name} is listed twice")
         return self
 
     @model_validator(mode="after")

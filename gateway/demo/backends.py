@@ -216,6 +216,57 @@ def make_population_app() -> web.Application:
     return app
 
 
+# -- legacy civil registry (plain SOAP, no X-Road) -----------------------------------------------------------------
+
+LEGACY_NS = "urn:civil:legacy"
+LEGACY_WSDL_PATH = Path(__file__).with_name("legacy_civil.wsdl")
+LEGACY_SOAP_ACTION = "urn:civil:legacy/FindCitizen"
+_LEGACY_WSDL_KEY = web.AppKey("legacy_wsdl", bytes)
+
+
+def _legacy(name: str) -> str:
+    return f"{{{LEGACY_NS}}}{name}"
+
+
+async def _legacy_post(request: web.Request) -> web.Response:
+    """FindCitizen by nationalId. Like many systems of its age it refuses SOAP headers it does not know (X-Road's
+    included) and dispatches on SOAPAction, so it only works behind an adapter that takes care of both."""
+    try:
+        _check_content_type(request)
+        headers, request_el = parse_soap(await request.read())
+        if headers:
+            raise SoapFault("Client", f"unexpected SOAP header {etree.QName(headers[0]).localname}")
+        if request.headers.get("SOAPAction", "").strip('"') != LEGACY_SOAP_ACTION:
+            raise SoapFault("Client", f"unknown SOAPAction {request.headers.get('SOAPAction', '')!r}")
+        if request_el.tag != _legacy("FindCitizen"):
+            raise SoapFault("Client", f"unknown request element {request_el.tag}")
+        code = (request_el.findtext(_legacy("nationalId")) or "").strip()
+        person = PEOPLE.get(code)
+        if person is None:
+            raise SoapFault("Server", f"no citizen with national id {code!r}")
+    except SoapFault as fault:
+        return soap_fault_response(fault)
+    result = etree.Element(_legacy("FindCitizenResult"), nsmap={"civ": LEGACY_NS})
+    etree.SubElement(result, _legacy("fullName")).text = f"{person.given_name} {person.family_name}"
+    etree.SubElement(result, _legacy("born")).text = person.date_of_birth.isoformat()
+    return web.Response(body=soap_envelope((), result), content_type="text/xml", charset="utf-8")
+
+
+async def _legacy_get(request: web.Request) -> web.Response:
+    if any(key.lower() == "wsdl" for key in request.query):
+        return web.Response(body=request.app[_LEGACY_WSDL_KEY], content_type="text/xml", charset="utf-8")
+    raise web.HTTPBadRequest(text="POST a SOAP request here, or GET ?wsdl\n")
+
+
+def make_legacy_civil_app() -> web.Application:
+    """A legacy civil registry: POST /civil (plain SOAP 1.1, no X-Road headers) and GET /civil?wsdl."""
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+    app[_LEGACY_WSDL_KEY] = LEGACY_WSDL_PATH.read_bytes()
+    app.router.add_post("/civil", _legacy_post)
+    app.router.add_get("/civil", _legacy_get)
+    return app
+
+
 # -- tax records (REST/JSON) ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,8 @@ class Service:
     version: str | None = None
     timeout_seconds: float = 10.0
     disabled: bool = False
+    description: dict[str, object] | None = None  # e.g. {"wsdl": "/path/population.wsdl"} or {"openapi": ...}
+    adapter: dict[str, object] | None = None  # e.g. {"kind": "rest-to-soap", "wsdl": "/path/population.wsdl"}
 
 
 DEMO_AGENCIES = (
@@ -86,8 +88,11 @@ def _write_yaml(path: Path, data: object) -> None:
 
 def build(directory: Path, ports: Ports, services: list[Service], agencies: tuple[Agency, ...] = DEMO_AGENCIES,
           global_groups: list[dict[str, object]] | None = None, validity_seconds: int = 600,
-          refresh_seconds: int = 60, gateway_overrides: dict[str, dict[str, object]] | None = None) -> Layout:
-    """Generate keys and certificates at run time (never committed) and write every configuration file."""
+          refresh_seconds: int = 60, gateway_overrides: dict[str, dict[str, object]] | None = None,
+          tsa_url: str | None = None) -> Layout:
+    """Generate keys and certificates at run time (never committed) and write every configuration file. With
+    ``tsa_url``, a TSA key and certificate go to ``pki/tsa/`` and the federation lists that TSA (``wasl tsa serve``
+    must then run there)."""
     directory.mkdir(parents=True, exist_ok=True)
     pki = directory / "pki"
     ca = CertificateAuthority.create()
@@ -123,6 +128,14 @@ def build(directory: Path, ports: Ports, services: list[Service], agencies: tupl
         "gateways": gateways,
         "global_groups": global_groups or [],
     }
+    if tsa_url is not None:
+        from gateway.trust.tsa import issue_tsa_certificate
+
+        tsa_key = new_key()
+        save_key(pki / "tsa" / "tsa.key", tsa_key)
+        save_certificate(pki / "tsa" / "tsa.pem", issue_tsa_certificate(ca, tsa_key))
+        federation["timestamping_authorities"] = [
+            {"name": "Wasl Development TSA", "url": tsa_url, "certificate": "pki/tsa/tsa.pem"}]
     federation_file = directory / "federation.yaml"
     _write_yaml(federation_file, federation)
     from gateway.configfile import load_model
@@ -147,7 +160,9 @@ def build(directory: Path, ports: Ports, services: list[Service], agencies: tupl
                 "id": ids.ServiceId(INSTANCE, agency.member_class, agency.member_code, agency.subsystem,
                                     s.code, s.version).path(),
                 "type": s.type, "url": s.url, "timeout_seconds": s.timeout_seconds, "disabled": s.disabled,
-                "allow": list(s.allow)} for s in own],
+                "allow": list(s.allow), **({"description": s.description} if s.description else {}),
+                **({"adapter": s.adapter} if s.adapter else {})}
+                for s in own],
         }
         config.update((gateway_overrides or {}).get(agency.key, {}))
         path = directory / f"gateway-{agency.key}.yaml"

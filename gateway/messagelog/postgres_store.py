@@ -19,11 +19,13 @@ from gateway.messagelog.records import GENESIS, ChainHead, LogFields, LogRecord,
 from gateway.messagelog.store import (
     COMPONENT,
     RECORD_COLUMNS,
+    ArchiveRecord,
     ChainState,
     MessageLogStore,
     Migration,
     SchemaError,
     StoreError,
+    TimestampRecord,
     check_migrations,
 )
 
@@ -61,15 +63,46 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX messagelog_record_xroad_id ON messagelog_record (gateway_id, xroad_id)",
         ),
     ),
+    Migration(
+        2,
+        "timestamp tokens, archives, encrypted bodies",
+        (
+            "ALTER TABLE messagelog_record ADD COLUMN body_encrypted boolean NOT NULL DEFAULT false",
+            "ALTER TABLE messagelog_chain ADD COLUMN stamped_seq bigint NOT NULL DEFAULT 0",
+            """CREATE TABLE messagelog_timestamp (
+                gateway_id text NOT NULL,
+                last_seq bigint NOT NULL,
+                first_seq bigint NOT NULL,
+                merkle_root bytea NOT NULL,
+                token bytea NOT NULL,
+                tsa_name text NOT NULL,
+                tsa_url text NOT NULL,
+                gen_time_ms bigint NOT NULL,
+                created_ms bigint NOT NULL,
+                PRIMARY KEY (gateway_id, last_seq)
+            )""",
+            """CREATE TABLE messagelog_archive (
+                gateway_id text NOT NULL,
+                last_seq bigint NOT NULL,
+                first_seq bigint NOT NULL,
+                name text NOT NULL,
+                manifest_sha256 bytea NOT NULL,
+                last_created_ms bigint NOT NULL,
+                created_ms bigint NOT NULL,
+                PRIMARY KEY (gateway_id, last_seq)
+            )""",
+        ),
+    ),
 )
 
 # Any constant: it names the lock that keeps two nodes from migrating the same database at once.
 _MIGRATION_LOCK = 0x7761736C_6D6C6F67  # "waslmlog"
 _COLS = ", ".join(RECORD_COLUMNS)
 _SELECT = f"SELECT {_COLS} FROM messagelog_record WHERE gateway_id = $1"
-_LOCK_HEAD = (
-    "SELECT last_seq, last_hash, pruned_seq, pruned_hash FROM messagelog_chain WHERE gateway_id = $1 FOR UPDATE"
-)
+_HEAD_COLS = "last_seq, last_hash, pruned_seq, pruned_hash, stamped_seq"
+_LOCK_HEAD = f"SELECT {_HEAD_COLS} FROM messagelog_chain WHERE gateway_id = $1 FOR UPDATE"
+_TS_COLS = "first_seq, last_seq, merkle_root, token, tsa_name, tsa_url, gen_time_ms, created_ms"
+_ARCHIVE_COLS = "first_seq, last_seq, name, manifest_sha256, last_created_ms, created_ms"
 # Chaining more records than this is done off the event loop: ~10 µs each would otherwise stall it.
 _INLINE_CHAIN_MAX = 16
 
@@ -81,7 +114,7 @@ def _record(row: asyncpg.Record) -> LogRecord:
 def _state(gateway_id: str, row: asyncpg.Record | None) -> ChainState:
     if row is None:
         return ChainState.empty(gateway_id)
-    return ChainState(gateway_id, ChainHead(row[0], row[1]), ChainHead(row[2], row[3]))
+    return ChainState(gateway_id, ChainHead(row[0], row[1]), ChainHead(row[2], row[3]), row[4])
 
 
 class PostgresMessageLogStore(MessageLogStore):
@@ -180,10 +213,8 @@ class PostgresMessageLogStore(MessageLogStore):
         return records
 
     async def state(self) -> ChainState:
-        row = await self.pool.fetchrow(
-            "SELECT last_seq, last_hash, pruned_seq, pruned_hash FROM messagelog_chain WHERE gateway_id = $1",
-            self.gateway_id,
-        )
+        row = await self.pool.fetchrow(f"SELECT {_HEAD_COLS} FROM messagelog_chain WHERE gateway_id = $1",
+                                       self.gateway_id)
         return _state(self.gateway_id, row)
 
     async def _records(self, sql: str, *args: Any) -> list[LogRecord]:
@@ -219,9 +250,68 @@ class PostgresMessageLogStore(MessageLogStore):
                 "DELETE FROM messagelog_record WHERE gateway_id = $1 AND seq <= $2", self.gateway_id, seq
             )
             await conn.execute(
+                "DELETE FROM messagelog_timestamp WHERE gateway_id = $1 AND last_seq <= $2", self.gateway_id, seq
+            )
+            await conn.execute(
                 "UPDATE messagelog_chain SET pruned_seq = $2, pruned_hash = $3 WHERE gateway_id = $1",
                 self.gateway_id,
                 seq,
                 anchor,
             )
         return int(status.split()[-1])
+
+    async def record_hashes(self, from_seq: int, to_seq: int) -> list[tuple[int, bytes]]:
+        rows = await self.pool.fetch(
+            "SELECT seq, record_hash FROM messagelog_record WHERE gateway_id = $1 AND seq BETWEEN $2 AND $3"
+            " ORDER BY seq",
+            self.gateway_id, from_seq, to_seq,
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    async def add_timestamp(self, stamp: TimestampRecord) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            # The head row's lock orders this against appends and against other nodes stamping the same chain.
+            state = await self._lock_head(conn)
+            if stamp.last_seq <= state.stamped_seq:
+                return False
+            if stamp.first_seq != state.stamped_seq + 1 or stamp.last_seq > state.last.seq:
+                raise StoreError(f"a token for seqs {stamp.first_seq}..{stamp.last_seq} does not continue the "
+                                 f"stamped prefix (seq {state.stamped_seq}, head {state.last.seq})")
+            await conn.execute(
+                f"INSERT INTO messagelog_timestamp (gateway_id, {_TS_COLS})"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                self.gateway_id, stamp.first_seq, stamp.last_seq, stamp.merkle_root, stamp.token, stamp.tsa_name,
+                stamp.tsa_url, stamp.gen_time_ms, stamp.created_ms,
+            )
+            await conn.execute("UPDATE messagelog_chain SET stamped_seq = $2 WHERE gateway_id = $1",
+                               self.gateway_id, stamp.last_seq)
+        return True
+
+    async def timestamps(self, from_seq: int, to_seq: int) -> list[TimestampRecord]:
+        rows = await self.pool.fetch(
+            f"SELECT {_TS_COLS} FROM messagelog_timestamp WHERE gateway_id = $1 AND last_seq >= $2 AND first_seq <= $3"
+            " ORDER BY last_seq",
+            self.gateway_id, from_seq, to_seq,
+        )
+        return [TimestampRecord(*r) for r in rows]
+
+    async def add_archive(self, archive: ArchiveRecord) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            state = await self._lock_head(conn)
+            last = await conn.fetchval("SELECT max(last_seq) FROM messagelog_archive WHERE gateway_id = $1",
+                                       self.gateway_id)
+            expected = last + 1 if last is not None else state.pruned.seq + 1
+            if archive.first_seq != expected or archive.last_seq > state.stamped_seq:
+                raise StoreError(f"archive of seqs {archive.first_seq}..{archive.last_seq} does not continue the "
+                                 f"archives (next seq {expected}) within the stamped prefix (seq {state.stamped_seq})")
+            await conn.execute(
+                f"INSERT INTO messagelog_archive (gateway_id, {_ARCHIVE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                self.gateway_id, archive.first_seq, archive.last_seq, archive.name, archive.manifest_sha256,
+                archive.last_created_ms, archive.created_ms,
+            )
+
+    async def archives(self) -> list[ArchiveRecord]:
+        rows = await self.pool.fetch(
+            f"SELECT {_ARCHIVE_COLS} FROM messagelog_archive WHERE gateway_id = $1 ORDER BY last_seq", self.gateway_id
+        )
+        return [ArchiveRecord(*r) for r in rows]

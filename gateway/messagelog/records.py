@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import hashlib
 import struct
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,6 +24,9 @@ _U64 = struct.Struct(">Q")
 _I64 = struct.Struct(">q")
 _ABSENT = b"\x00"
 _PRESENT = b"\x01"
+# An encrypted body (see bodycrypt.py): the chain commits to the stored ciphertext, and to the plaintext's SHA-512
+# through body_sha512, so it verifies without the key. Plaintext and absent bodies encode exactly as before.
+_ENCRYPTED = b"\x02"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,7 @@ class LogFields:
     signer_cert: bytes
     body: bytes | None
     body_sha512: bytes
+    body_encrypted: bool = False  # body holds bodycrypt ciphertext of the plaintext whose SHA-512 is body_sha512
 
     def __post_init__(self) -> None:
         # Checked once, here, so that a record whose body fails its own hash can never reach the chain, where it
@@ -64,13 +69,17 @@ class LogFields:
         body: bytes,
         log_body: bool = True,
         body_sha512: bytes | None = None,
+        body_encrypted: bool = False,
     ) -> LogFields:
         """Build fields from a raw body; with ``log_body=False`` only the body's SHA-512 is kept.
 
         Pass ``body_sha512`` only when it was computed from exactly these bytes (say, the digest in a manifest this
         gateway made or verified): it is then trusted, not recomputed. A wrong one would make the record read as
-        tampered forever after.
+        tampered forever after. With ``body_encrypted`` the body is bodycrypt ciphertext and ``body_sha512`` (the
+        plaintext's) is required.
         """
+        if body_encrypted and body_sha512 is None:
+            raise RecordError("an encrypted body needs the plaintext's body_sha512")
         fields = cls(
             created_ms=created_ms,
             direction=direction,
@@ -85,6 +94,8 @@ class LogFields:
             body=None,
             body_sha512=hashlib.sha512(body).digest() if body_sha512 is None else body_sha512,
         )
+        if body_encrypted and log_body:
+            return dataclasses.replace(fields, body=body, body_encrypted=True)
         if log_body:
             if not isinstance(body, bytes):
                 raise RecordError(f"body must be bytes, not {type(body).__name__}")
@@ -113,6 +124,7 @@ class LogRecord:
     body_sha512: bytes
     prev_hash: bytes
     record_hash: bytes
+    body_encrypted: bool = False
 
     @property
     def fields(self) -> LogFields:
@@ -130,6 +142,7 @@ class LogRecord:
             self.signer_cert,
             self.body,
             self.body_sha512,
+            bool(self.body_encrypted),
         )
 
 
@@ -185,6 +198,9 @@ def _parts(seq: int, f: LogFields | LogRecord, prev_hash: bytes) -> Iterator[byt
     if f.body is None:
         # An absent body differs from an empty one; the body's SHA-512 below is committed either way.
         yield _ABSENT
+    elif f.body_encrypted:
+        yield _ENCRYPTED + _U64.pack(len(f.body))
+        yield f.body
     else:
         yield _PRESENT + _U64.pack(len(f.body))
         yield f.body
@@ -221,13 +237,17 @@ def check_fields(f: LogFields) -> None:
             raise RecordError(f"{name} must be bytes, not {type(getattr(f, name)).__name__}")
     if f.body is not None and not isinstance(f.body, bytes):
         raise RecordError(f"body must be bytes or None, not {type(f.body).__name__}")
+    if not isinstance(f.body_encrypted, bool):
+        raise RecordError(f"body_encrypted must be a bool, not {type(f.body_encrypted).__name__}")
+    if f.body_encrypted and f.body is None:
+        raise RecordError("body_encrypted is set but there is no body")
     if f.direction not in DIRECTIONS:
         raise RecordError(f"direction must be one of {sorted(DIRECTIONS)}, not {f.direction!r}")
     if f.side not in SIDES:
         raise RecordError(f"side must be one of {sorted(SIDES)}, not {f.side!r}")
     if len(f.body_sha512) != 64:
         raise RecordError(f"body_sha512 must be 64 bytes, not {len(f.body_sha512)}")
-    if f.body is not None and hashlib.sha512(f.body).digest() != f.body_sha512:
+    if f.body is not None and not f.body_encrypted and hashlib.sha512(f.body).digest() != f.body_sha512:
         raise RecordError(f"body_sha512 does not match the body of xroad_id {f.xroad_id!r}")
 
 
@@ -252,6 +272,7 @@ def chain(prev_hash: bytes, seq: int, fields: LogFields) -> LogRecord:
         f.body_sha512,
         prev_hash,
         _hash(seq, f, prev_hash),
+        f.body_encrypted,
     )
 
 
@@ -270,7 +291,7 @@ def chain_many(head: ChainHead, batch: Sequence[LogFields]) -> list[LogRecord]:
 def _intact(r: LogRecord, seq: int) -> bool:
     if len(r.prev_hash) != HASH_LEN or len(r.record_hash) != HASH_LEN:
         return False
-    if r.body is not None and hashlib.sha512(r.body).digest() != r.body_sha512:
+    if r.body is not None and not r.body_encrypted and hashlib.sha512(r.body).digest() != r.body_sha512:
         return False
     return _hash(seq, r, r.prev_hash) == r.record_hash
 

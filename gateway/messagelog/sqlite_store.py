@@ -24,11 +24,13 @@ from gateway.messagelog.records import GENESIS, ChainHead, LogFields, LogRecord,
 from gateway.messagelog.store import (
     COMPONENT,
     RECORD_COLUMNS,
+    ArchiveRecord,
     ChainState,
     MessageLogStore,
     Migration,
     SchemaError,
     StoreError,
+    TimestampRecord,
     check_migrations,
 )
 
@@ -67,6 +69,32 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX messagelog_record_xroad_id ON messagelog_record (xroad_id)",
         ),
     ),
+    Migration(
+        2,
+        "timestamp tokens, archives, encrypted bodies",
+        (
+            "ALTER TABLE messagelog_record ADD COLUMN body_encrypted INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE messagelog_chain ADD COLUMN stamped_seq INTEGER NOT NULL DEFAULT 0",
+            """CREATE TABLE messagelog_timestamp (
+                last_seq INTEGER PRIMARY KEY,
+                first_seq INTEGER NOT NULL,
+                merkle_root BLOB NOT NULL,
+                token BLOB NOT NULL,
+                tsa_name TEXT NOT NULL,
+                tsa_url TEXT NOT NULL,
+                gen_time_ms INTEGER NOT NULL,
+                created_ms INTEGER NOT NULL
+            )""",
+            """CREATE TABLE messagelog_archive (
+                last_seq INTEGER PRIMARY KEY,
+                first_seq INTEGER NOT NULL,
+                name TEXT NOT NULL,
+                manifest_sha256 BLOB NOT NULL,
+                last_created_ms INTEGER NOT NULL,
+                created_ms INTEGER NOT NULL
+            )""",
+        ),
+    ),
 )
 
 _COLS = ", ".join(RECORD_COLUMNS)
@@ -74,8 +102,12 @@ _INSERT = f"INSERT INTO messagelog_record ({_COLS}) VALUES ({', '.join('?' * len
 _SELECT = f"SELECT {_COLS} FROM messagelog_record"
 
 
+_TS_COLS = "first_seq, last_seq, merkle_root, token, tsa_name, tsa_url, gen_time_ms, created_ms"
+_ARCHIVE_COLS = "first_seq, last_seq, name, manifest_sha256, last_created_ms, created_ms"
+
+
 def _record(row: tuple[Any, ...]) -> LogRecord:
-    return LogRecord(*row)
+    return LogRecord(*row[:-1], bool(row[-1]))  # type: ignore[call-arg]  # SQLite keeps the flag as 0/1
 
 
 def _row(r: LogRecord) -> tuple[Any, ...]:
@@ -155,11 +187,12 @@ class SqliteMessageLogStore(MessageLogStore):
 
     def _state_in(self, db: sqlite3.Connection, *, create: bool) -> ChainState:
         row = db.execute(
-            "SELECT last_seq, last_hash, pruned_seq, pruned_hash FROM messagelog_chain WHERE gateway_id = ?",
+            "SELECT last_seq, last_hash, pruned_seq, pruned_hash, stamped_seq FROM messagelog_chain"
+            " WHERE gateway_id = ?",
             (self.gateway_id,),
         ).fetchone()
         if row is not None:
-            return ChainState(self.gateway_id, ChainHead(row[0], row[1]), ChainHead(row[2], row[3]))
+            return ChainState(self.gateway_id, ChainHead(row[0], row[1]), ChainHead(row[2], row[3]), row[4])
         other = db.execute("SELECT gateway_id FROM messagelog_chain LIMIT 1").fetchone()
         if other is not None:
             raise StoreError(f"{self.path} holds the message log of gateway {other[0]!r}, not {self.gateway_id!r}")
@@ -219,6 +252,7 @@ class SqliteMessageLogStore(MessageLogStore):
             if row is None:
                 raise StoreError(f"cannot prune through seq {seq}: that record is missing, so its hash would be lost")
             deleted = db.execute("DELETE FROM messagelog_record WHERE seq <= ?", (seq,)).rowcount
+            db.execute("DELETE FROM messagelog_timestamp WHERE last_seq <= ?", (seq,))
             db.execute(
                 "UPDATE messagelog_chain SET pruned_seq = ?, pruned_hash = ? WHERE gateway_id = ?",
                 (seq, row[0], self.gateway_id),
@@ -226,6 +260,44 @@ class SqliteMessageLogStore(MessageLogStore):
             return deleted
 
         return self._tx(delete)
+
+    def _add_timestamp_sync(self, stamp: TimestampRecord) -> bool:
+        def add(db: sqlite3.Connection) -> bool:
+            state = self._state_in(db, create=False)
+            if stamp.last_seq <= state.stamped_seq:
+                return False  # another node of this gateway stamped it first
+            if stamp.first_seq != state.stamped_seq + 1 or stamp.last_seq > state.last.seq:
+                raise StoreError(f"a token for seqs {stamp.first_seq}..{stamp.last_seq} does not continue the "
+                                 f"stamped prefix (seq {state.stamped_seq}, head {state.last.seq})")
+            db.execute(
+                f"INSERT INTO messagelog_timestamp ({_TS_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (stamp.first_seq, stamp.last_seq, stamp.merkle_root, stamp.token, stamp.tsa_name, stamp.tsa_url,
+                 stamp.gen_time_ms, stamp.created_ms),
+            )
+            db.execute("UPDATE messagelog_chain SET stamped_seq = ? WHERE gateway_id = ?",
+                       (stamp.last_seq, self.gateway_id))
+            return True
+
+        return self._tx(add)
+
+    def _add_archive_sync(self, archive: ArchiveRecord) -> None:
+        def add(db: sqlite3.Connection) -> None:
+            state = self._state_in(db, create=False)
+            row = db.execute("SELECT max(last_seq) FROM messagelog_archive").fetchone()
+            expected = row[0] + 1 if row[0] is not None else state.pruned.seq + 1
+            if archive.first_seq != expected or archive.last_seq > state.stamped_seq:
+                raise StoreError(f"archive of seqs {archive.first_seq}..{archive.last_seq} does not continue the "
+                                 f"archives (next seq {expected}) within the stamped prefix (seq {state.stamped_seq})")
+            db.execute(
+                f"INSERT INTO messagelog_archive ({_ARCHIVE_COLS}) VALUES (?, ?, ?, ?, ?, ?)",
+                (archive.first_seq, archive.last_seq, archive.name, archive.manifest_sha256, archive.last_created_ms,
+                 archive.created_ms),
+            )
+
+        self._tx(add)
+
+    def _rows(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return self._db.execute(sql, args).fetchall()
 
     def _query(self, sql: str, args: tuple[Any, ...]) -> list[LogRecord]:
         return [_record(r) for r in self._db.execute(sql, args).fetchall()]
@@ -285,3 +357,28 @@ class SqliteMessageLogStore(MessageLogStore):
 
     async def delete_through(self, seq: int) -> int:
         return await self._run(self._delete_through_sync, seq)
+
+    async def record_hashes(self, from_seq: int, to_seq: int) -> list[tuple[int, bytes]]:
+        rows = await self._run(
+            self._rows, "SELECT seq, record_hash FROM messagelog_record WHERE seq BETWEEN ? AND ? ORDER BY seq",
+            (from_seq, to_seq),
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    async def add_timestamp(self, stamp: TimestampRecord) -> bool:
+        return await self._run(self._add_timestamp_sync, stamp)
+
+    async def timestamps(self, from_seq: int, to_seq: int) -> list[TimestampRecord]:
+        rows = await self._run(
+            self._rows,
+            f"SELECT {_TS_COLS} FROM messagelog_timestamp WHERE last_seq >= ? AND first_seq <= ? ORDER BY last_seq",
+            (from_seq, to_seq),
+        )
+        return [TimestampRecord(*r) for r in rows]
+
+    async def add_archive(self, archive: ArchiveRecord) -> None:
+        await self._run(self._add_archive_sync, archive)
+
+    async def archives(self) -> list[ArchiveRecord]:
+        rows = await self._run(self._rows, f"SELECT {_ARCHIVE_COLS} FROM messagelog_archive ORDER BY last_seq", ())
+        return [ArchiveRecord(*r) for r in rows]

@@ -28,6 +28,7 @@ RECORD_COLUMNS = (
     "body_sha512",
     "prev_hash",
     "record_hash",
+    "body_encrypted",
 )
 
 
@@ -48,15 +49,48 @@ class Migration:
 
 @dataclass(frozen=True, slots=True)
 class ChainState:
-    """Where one gateway's chain stands: its head, and the anchor left by retention (seq 0 and GENESIS if none)."""
+    """Where one gateway's chain stands: its head, the anchor left by retention (seq 0 and GENESIS if none), and
+    ``stamped_seq``, the end of the prefix that timestamp tokens cover (seq 0 if none)."""
 
     gateway_id: str
     last: ChainHead
     pruned: ChainHead
+    stamped_seq: int = 0
 
     @classmethod
     def empty(cls, gateway_id: str) -> ChainState:
         return cls(gateway_id, ChainHead(0, GENESIS), ChainHead(0, GENESIS))
+
+
+@dataclass(frozen=True, slots=True)
+class TimestampRecord:
+    """One RFC 3161 token over the Merkle root of the record hashes of seqs first_seq..last_seq (a batch).
+
+    The token stamps ``stamping.batch_digest(gateway_id, first_seq, last_seq, merkle_root)``; see merkle.py and
+    docs/messagelog.md.
+    """
+
+    first_seq: int
+    last_seq: int
+    merkle_root: bytes
+    token: bytes  # DER ContentInfo (a TimeStampToken), certificates included
+    tsa_name: str
+    tsa_url: str
+    gen_time_ms: int  # the token's genTime
+    created_ms: int  # when this gateway stored it
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveRecord:
+    """An archive file written by ``wasl log archive``: its seq range and the SHA-256 of its manifest, which the
+    next archive's manifest links to."""
+
+    first_seq: int
+    last_seq: int
+    name: str
+    manifest_sha256: bytes
+    last_created_ms: int  # created_ms of the newest record in it: retention counts from here
+    created_ms: int
 
 
 def check_migrations(migrations: Sequence[Migration]) -> int:
@@ -124,9 +158,32 @@ class MessageLogStore(abc.ABC):
 
     @abc.abstractmethod
     async def delete_through(self, seq: int) -> int:
-        """Retention: delete records with seq <= ``seq``, remember record ``seq``'s hash as the anchor the rest
-        verifies from, and return how many were deleted. Raises StoreError beyond the head, or if record ``seq``
-        is missing (its hash would be lost)."""
+        """Retention: delete records with seq <= ``seq`` (and the timestamp tokens wholly within them), remember
+        record ``seq``'s hash as the anchor the rest verifies from, and return how many records were deleted.
+        Raises StoreError beyond the head, or if record ``seq`` is missing (its hash would be lost)."""
+
+    @abc.abstractmethod
+    async def record_hashes(self, from_seq: int, to_seq: int) -> list[tuple[int, bytes]]:
+        """(seq, record_hash) of the records with from_seq <= seq <= to_seq, in seq order: the Merkle leaves."""
+
+    @abc.abstractmethod
+    async def add_timestamp(self, stamp: TimestampRecord) -> bool:
+        """Store a token and move ``stamped_seq`` to its last_seq, in one transaction, if it continues the stamped
+        prefix (first_seq == stamped_seq + 1, last_seq <= head); return False, storing nothing, if another node
+        stamped that range first. Raises StoreError for a range that does not fit the chain."""
+
+    @abc.abstractmethod
+    async def timestamps(self, from_seq: int, to_seq: int) -> list[TimestampRecord]:
+        """The stored tokens whose batches overlap from_seq..to_seq, in seq order."""
+
+    @abc.abstractmethod
+    async def add_archive(self, archive: ArchiveRecord) -> None:
+        """Remember an archive written; it must continue the last one (first_seq == its last_seq + 1) and lie
+        within the stamped prefix, else StoreError."""
+
+    @abc.abstractmethod
+    async def archives(self) -> list[ArchiveRecord]:
+        """Every archive remembered, in seq order."""
 
     async def verify(self, page_size: int = 10_000) -> list[ChainProblem]:
         """Verify the whole stored chain, page by page, from the retention anchor to the recorded head."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import (
@@ -47,8 +48,23 @@ CERT_EXPIRY = Gauge(f"{PREFIX}_certificate_expiry_timestamp_seconds", "When a ce
                     ["kind", "member"], multiprocess_mode="min")
 MESSAGELOG_PENDING = Gauge(f"{PREFIX}_messagelog_pending_records", "Message-log records waiting to be committed",
                            multiprocess_mode="livesum")
+MESSAGELOG_TIMESTAMPING_STATE = Gauge(
+    f"{PREFIX}_messagelog_timestamping_state",
+    "Message-log timestamping: 0 ok, 1 failing within the grace period, 2 failed (new messages are refused)",
+    multiprocess_mode="max")
+MESSAGELOG_TIMESTAMPING_BACKLOG = Gauge(f"{PREFIX}_messagelog_timestamping_backlog_records",
+                                        "Message-log records not yet covered by a timestamp token",
+                                        multiprocess_mode="max")
+MESSAGELOG_TIMESTAMPING_FAILING = Gauge(f"{PREFIX}_messagelog_timestamping_failing_seconds",
+                                        "How long timestamping has been failing, as the grace period counts (0 if ok)",
+                                        multiprocess_mode="max")
+MESSAGELOG_TIMESTAMPING_LAST_SUCCESS = Gauge(f"{PREFIX}_messagelog_timestamping_last_success_timestamp_seconds",
+                                             "When timestamping last succeeded (Unix time)", multiprocess_mode="max")
 PEER_UP = Gauge(f"{PREFIX}_peer_gateway_up", "1 when the last exchange with a peer gateway reached it",
                 ["peer"], multiprocess_mode="max")
+OPMON_WRITTEN = Counter(f"{PREFIX}_opmon_records_written", "Operational records committed to the store")
+OPMON_DROPPED = Counter(f"{PREFIX}_opmon_records_dropped",
+                        "Operational records lost: queue full or the store failed (the traffic itself went on)")
 BUILD_INFO = Gauge(f"{PREFIX}_build_info", "Build information", ["version"], multiprocess_mode="max")
 
 
@@ -57,20 +73,43 @@ def status_class(status: int) -> str:
 
 
 class Exchange:
-    """Measures one exchange on one side; ``finish`` records it. Cheap enough for every request (~5 µs)."""
+    """Measures one exchange on one side; ``finish`` records it. Cheap enough for every request (~5 µs).
 
-    __slots__ = ("_backend", "protocol", "side", "started")
+    With an ``opmon`` sink it also carries what the operational record needs: the signed request manifest and the
+    peer gateway (``describe``), the fault's message (``failed``) and when the wait on the next hop ended."""
 
-    def __init__(self, side: str, protocol: str) -> None:
+    __slots__ = ("_backend", "fault_message", "manifest", "opmon", "peer_server", "protocol", "side", "started",
+                 "started_ms", "wait_ended_ms")
+
+    def __init__(self, side: str, protocol: str, opmon: OpSink | None = None) -> None:
         self.side = side
         self.protocol = protocol
         self.started = time.perf_counter()
+        self.started_ms = int(time.time() * 1000)
         self._backend = 0.0
+        self.opmon = opmon
+        self.manifest: Any = None
+        self.peer_server: str | None = None
+        self.fault_message: str | None = None
+        self.wait_ended_ms: int | None = None
         IN_FLIGHT.labels(side).inc()
 
     def waited(self, seconds: float) -> None:
         """Time spent waiting on the next hop (peer gateway or backend), not on this gateway."""
         self._backend += seconds
+        self.wait_ended_ms = int(time.time() * 1000)
+
+    @property
+    def backend_seconds(self) -> float:
+        return self._backend
+
+    def describe(self, manifest: Any, peer_server: str | None) -> None:
+        """The signed request manifest of this exchange and the other side's gateway (server id)."""
+        self.manifest = manifest
+        self.peer_server = peer_server
+
+    def failed(self, fault: Any) -> None:
+        self.fault_message = getattr(fault, "message", None) or str(fault)
 
     def finish(self, *, client_member: str, service: str, status: int, fault_code: str = "",
                request_bytes: int = 0, response_bytes: int = 0) -> None:
@@ -81,6 +120,16 @@ class Exchange:
         OVERHEAD.labels(self.side).observe(max(total - self._backend, 0.0))
         REQUEST_SIZE.labels(self.side).observe(request_bytes)
         RESPONSE_SIZE.labels(self.side).observe(response_bytes)
+        if self.opmon is not None:
+            self.opmon.record(self, total_s=total, client_member=client_member, service=service, status=status,
+                              fault_code=fault_code, request_bytes=request_bytes, response_bytes=response_bytes)
+
+
+class OpSink(Protocol):
+    """Where finished exchanges go for operational monitoring (opwriter.OpMonitor)."""
+
+    def record(self, exchange: Exchange, *, total_s: float, client_member: str, service: str, status: int,
+               fault_code: str, request_bytes: int, response_bytes: int) -> None: ...
 
 
 def registry_for_scrape() -> CollectorRegistry | None:

@@ -11,6 +11,7 @@ import uuid
 
 from aiohttp import web
 
+from adapters.client import ClientAdapters
 from gateway.core import envelope, rest, soap
 from gateway.core import identifiers as ids
 from gateway.core.faults import Code, Fault, Origin, render_json, render_soap_fault, render_xml_error
@@ -18,6 +19,7 @@ from gateway.core.frames import Frame, Kind
 from gateway.core.globalconf import GlobalConf
 from gateway.core.routing import PeerHealth, order_gateways
 from gateway.monitoring import metrics
+from gateway.proxy.metaservices import ClientMetaservices
 from gateway.proxy.peerlink import PeerUnreachable
 from gateway.proxy.runtime import GatewayRuntime, read_body
 
@@ -77,6 +79,8 @@ class ClientProxy:
     def __init__(self, runtime: GatewayRuntime) -> None:
         self.rt = runtime
         self.limit = runtime.settings.client_side.max_body_bytes
+        self.meta = ClientMetaservices(self)
+        self.adapters = ClientAdapters(self)
 
     # -- entry point -------------------------------------------------------------------------------------------
 
@@ -84,6 +88,10 @@ class ClientProxy:
         path = request.rel_url.raw_path
         if path.startswith(rest.PREFIX):
             return await self._guard(self.handle_rest, is_soap=False, request=request)
+        if path.startswith("/adapters/"):
+            return await self.adapters.handle(request)  # legacy callers that cannot speak X-Road
+        if request.method == "GET" and path in ("/listClients", "/wsdl"):
+            return await self.meta.handle(request)  # X-Road's plain-GET metaservices (PR-META)
         if request.method == "POST":
             return await self._guard(self.handle_soap, is_soap=True, request=request)
         fault = Fault(Origin.CLIENT, Code.INVALID_REST, f"no X-Road endpoint at {request.method} {path[:200]}")
@@ -148,6 +156,11 @@ class ClientProxy:
         if request.charset not in (None, "utf-8", "UTF-8"):
             raise Fault(Origin.CLIENT, Code.INVALID_CONTENT_TYPE, "SOAP messages must be UTF-8")
         body = await read_body(request, self.limit, Origin.CLIENT)
+        return await self.soap_exchange(request, body, exchange, labels)
+
+    async def soap_exchange(self, request: web.Request, body: bytes, exchange: metrics.Exchange,
+                            labels: ExchangeLabels) -> web.Response:
+        """Relay an X-Road SOAP request whose body is read (also the entry for client-side adapters)."""
         message = soap.parse_message(body)
         conf = self.rt.require_conf(Origin.CLIENT_PROXY)
         assert message.client is not None and message.service is not None
@@ -179,6 +192,11 @@ class ClientProxy:
                                     list(request.headers.items()))
         labels.set(parsed.client, parsed.service)
         body = await read_body(request, self.limit, Origin.CLIENT)
+        return await self.rest_exchange(request, parsed, body, exchange)
+
+    async def rest_exchange(self, request: web.Request, parsed: rest.RestRequest, body: bytes,
+                            exchange: metrics.Exchange) -> web.Response:
+        """Relay a parsed REST r1 request (also the entry for client-side adapters)."""
         conf = self.rt.require_conf(Origin.CLIENT_PROXY)
         self._check_parties(conf, parsed.client, parsed.service)
         xroad_id = parsed.xroad_id or new_id()

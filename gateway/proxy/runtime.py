@@ -7,11 +7,13 @@ import datetime as dt
 import logging
 import ssl
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -24,16 +26,22 @@ from gateway.core.settings import GatewaySettings, ServiceSettings
 from gateway.core.signers import SignerTrust
 from gateway.messagelog.gateway_log import GatewayMessageLog
 from gateway.messagelog.records import LogFields
-from gateway.monitoring import metrics
+from gateway.messagelog.timestamper import TsaEndpoint
+from gateway.monitoring import metrics, opwriter
 from gateway.proxy import tls
 from gateway.proxy.confclient import GlobalConfClient
 from gateway.proxy.httpio import read_limited
 from gateway.proxy.peerlink import PeerLinkClient
 from gateway.trust.pki import load_certificate, load_key
+from gateway.trust.tsa import request_timestamp
 
 log = logging.getLogger("wasl.gateway")
 # Responses from providers are bounded by their own limits; this guards against a peer that is not.
 MAX_PEER_FRAME_BYTES = 256 * 1024 * 1024
+
+
+def _request_timestamp(session: aiohttp.ClientSession, url: str, digest: bytes, timeout: float) -> Awaitable[bytes]:
+    return request_timestamp(session, url, digest, timeout=timeout)
 
 
 @dataclass(frozen=True)
@@ -70,7 +78,14 @@ class GatewayRuntime:
         self.auth_not_after = load_certificate(settings.auth.certificate).not_valid_after_utc
         self.services: dict[str, ServiceSettings] = {
             s.service_id.unversioned().path(): s for s in settings.services}
-        self.message_log = GatewayMessageLog(settings.message_log, settings.state_dir, self.server_path)
+        log_settings = settings.message_log
+        immediate = frozenset(s.service_id.unversioned().path() for s in settings.services
+                              if (s.timestamp_immediately if s.timestamp_immediately is not None
+                                  else log_settings.timestamp_immediately))
+        self.message_log = GatewayMessageLog(log_settings, settings.state_dir, self.server_path,
+                                             immediate_services=immediate, tsa_source=self._timestamping_authorities,
+                                             tsa_client=_request_timestamp)
+        self.opmon = opwriter.from_settings(settings)  # operational monitoring, off the request path
         self.conf = GlobalConfClient(settings.anchor, settings.state_dir, settings.globalconf_refresh_seconds)
         self.signer_trust = SignerTrust()
         self.health: dict[str, PeerHealth] = {}
@@ -89,6 +104,8 @@ class GatewayRuntime:
             auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
         self._registry = aiohttp.ClientSession()
         await self.message_log.open()
+        if self.opmon is not None:
+            await self.opmon.open()
         self.conf.load_cached()
         self._conf_task = asyncio.create_task(self.conf.run(self._registry))
         deadline = time.monotonic() + wait_for_conf_seconds
@@ -106,6 +123,8 @@ class GatewayRuntime:
         for session in (self.backend, self._registry):
             if session is not None:
                 await session.close()
+        if self.opmon is not None:
+            await self.opmon.close()
         await self.message_log.close()
 
     # -- the global configuration and what depends on it -------------------------------------------------------
@@ -173,6 +192,19 @@ class GatewayRuntime:
             manifest=parts.manifest, signature=parts.signature, signer_cert=parts.signer_cert,
             body=body, log_body=log_body, body_sha512=envelope.unb64(body_sha512))
 
+    def _timestamping_authorities(self) -> list[TsaEndpoint] | None:
+        """The TSAs of the held global configuration, for the message log's timestamper (None: none held yet)."""
+        conf = self.conf.current
+        if conf is None:
+            return None
+        if self._tsa_cache is None or self._tsa_cache[0] != conf.serial:
+            endpoints = [TsaEndpoint(t.name, t.url, x509.load_der_x509_certificate(envelope.unb64(t.certificate)))
+                         for t in conf.document.timestamping_authorities]
+            self._tsa_cache = (conf.serial, endpoints)
+        return self._tsa_cache[1]
+
+    _tsa_cache: tuple[int, list[TsaEndpoint]] | None = None
+
     def update_gauges(self) -> None:
         """Refresh the gauges that describe state rather than traffic (called before each scrape)."""
         conf = self.conf.current
@@ -184,6 +216,15 @@ class GatewayRuntime:
         metrics.CERT_EXPIRY.labels("auth", self.server_id.owner.path()).set(self.auth_not_after.timestamp())
         writer = self.message_log.writer
         metrics.MESSAGELOG_PENDING.set(writer.pending if writer is not None else 0)
+        stamper = self.message_log.timestamper
+        if stamper is not None:
+            now_ms = stamper.now_ms()
+            health = stamper.health
+            metrics.MESSAGELOG_TIMESTAMPING_STATE.set(int(stamper.state()))
+            metrics.MESSAGELOG_TIMESTAMPING_BACKLOG.set(health.backlog)
+            metrics.MESSAGELOG_TIMESTAMPING_FAILING.set(health.failing_for_ms(now_ms) / 1000)
+            if health.last_success_ms is not None:
+                metrics.MESSAGELOG_TIMESTAMPING_LAST_SUCCESS.set(health.last_success_ms / 1000)
 
     def is_our_client(self, conf: GlobalConf, client: ids.ClientId) -> bool:
         """Subsystems registered at this gateway, or the owner member itself, may send through it."""

@@ -9,7 +9,8 @@ import uuid
 
 import aiohttp
 
-from gateway.core import envelope, soap
+from adapters.provider import ProviderAdapters
+from gateway.core import envelope, metaservices, soap
 from gateway.core import identifiers as ids
 from gateway.core.access import check_access
 from gateway.core.faults import Code, Fault, Origin, render_json
@@ -17,6 +18,7 @@ from gateway.core.frames import Frame, Kind
 from gateway.core.settings import ServiceSettings
 from gateway.monitoring import metrics
 from gateway.proxy.httpio import read_limited
+from gateway.proxy.metaservices import ProviderMetaservices
 from gateway.proxy.runtime import GatewayRuntime
 
 log = logging.getLogger("wasl.serverproxy")
@@ -33,6 +35,8 @@ class ServerProxy:
     def __init__(self, runtime: GatewayRuntime) -> None:
         self.rt = runtime
         self.limit = runtime.settings.server_side.max_body_bytes
+        self.meta = ProviderMetaservices(runtime)
+        self.adapters = ProviderAdapters(runtime.settings.services, self._call)
 
     async def handle_frame(self, fingerprint: str | None, frame: Frame) -> Frame:
         """One signed request from a peer gateway in, one signed response (or a fault) out."""
@@ -90,31 +94,48 @@ class ServerProxy:
         skew_ms = self.rt.settings.clock_skew_seconds * 1000
         if abs(now.timestamp() * 1000 - manifest.created_ms) > skew_ms:
             raise Fault(_ORIGIN, Code.MALFORMED_SIGNATURE, "message time is outside the allowed clock skew")
-        # 3-5: the service exists here, the client may call it, and it is enabled.
-        settings = self.rt.service(service)
-        if (settings is None or service.member.path() not in self.rt.signing
-                or settings.service_id.service_version != service.service_version):
-            raise Fault(_ORIGIN, Code.UNKNOWN_SERVICE, f"service {service} is not provided at this gateway")
-        check_access(settings.access_rules, client.path(), service.path(), conf.groups_of(client.path()),
-                     conf.instance)
-        if settings.disabled:
-            raise Fault(_ORIGIN, Code.SERVICE_DISABLED, f"service {service} is disabled")
-        if manifest.protocol != settings.type:
-            raise Fault(_ORIGIN, Code.SERVICE_TYPE,
-                        f"service {service} is a {settings.type.upper()} service, not {manifest.protocol.upper()}")
+        meta = metaservices.metaservice_of(manifest.protocol, manifest.method, service.service_code)
+        settings: ServiceSettings | None = None
+        if meta is not None:
+            # Metaservices are answered here from this gateway's own configuration, for any known client.
+            self.meta.check_provider(conf, service)
+            log_body = self.rt.settings.message_log.log_bodies
+        else:
+            # 3-5: the service exists here, the client may call it, and it is enabled.
+            settings = self.rt.service(service)
+            if (settings is None or service.member.path() not in self.rt.signing
+                    or settings.service_id.service_version != service.service_version):
+                raise Fault(_ORIGIN, Code.UNKNOWN_SERVICE, f"service {service} is not provided at this gateway")
+            check_access(settings.access_rules, client.path(), service.path(), conf.groups_of(client.path()),
+                         conf.instance)
+            if settings.disabled:
+                raise Fault(_ORIGIN, Code.SERVICE_DISABLED, f"service {service} is disabled")
+            if manifest.protocol != settings.type:
+                raise Fault(_ORIGIN, Code.SERVICE_TYPE, f"service {service} is a {settings.type.upper()} service, "
+                            f"not {manifest.protocol.upper()}")
+            if settings.validator is not None:
+                settings.validator.request(manifest.method, manifest.path, manifest.headers, body)
+            log_body = settings.log_body if settings.log_body is not None else self.rt.settings.message_log.log_bodies
         # The request is durable in the message log before the backend can act on it.
-        log_body = settings.log_body if settings.log_body is not None else self.rt.settings.message_log.log_bodies
         await self.rt.message_log.record(self.rt.log_fields(
             direction="request", side="provider", request=manifest, parts=parts, body=body,
             body_sha512=manifest.body_sha512, log_body=log_body), origin=_ORIGIN)
         started = time.perf_counter()
-        if manifest.protocol == "soap":
+        if settings is None:
+            assert meta is not None
+            status, headers, resp_body = await self.meta.answer(meta, conf, client, service, manifest, body)
+        elif settings.adapter is not None:
+            status, headers, resp_body = await self.adapters.call(settings, manifest, body)
+        elif manifest.protocol == "soap":
             status, headers, resp_body = await self._soap(settings, manifest, body)
         else:
             status, headers, resp_body = await self._rest(settings, manifest, body)
         waited = time.perf_counter() - started
         exchange.waited(waited)
-        metrics.BACKEND_DURATION.labels(labels["service"]).observe(waited)
+        if settings is not None:  # a metaservice has no backend to time, nor a description to check against
+            metrics.BACKEND_DURATION.labels(labels["service"]).observe(waited)
+            if settings.validator is not None:
+                settings.validator.response(manifest.method, manifest.path, status, headers, resp_body)
         signed, response_manifest = self._sign_response(service, manifest, parts.manifest, status, headers, resp_body)
         await self.rt.message_log.record(self.rt.log_fields(
             direction="response", side="provider", request=manifest, parts=signed, body=resp_body,

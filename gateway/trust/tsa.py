@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Sequence
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -16,12 +18,15 @@ from gateway.core.timestamp import TimestampAuthority, TimestampError, build_tim
 from gateway.trust.pki import CertificateAuthority
 
 __all__ = [
+    "DEFAULT_POLICY",
     "MAX_QUERY_BYTES",
     "QUERY_CONTENT_TYPE",
     "REPLY_CONTENT_TYPE",
     "issue_tsa_certificate",
+    "load_authority",
     "make_tsa_app",
     "request_timestamp",
+    "serve",
 ]
 
 QUERY_CONTENT_TYPE = "application/timestamp-query"
@@ -30,6 +35,23 @@ REPLY_CONTENT_TYPE = "application/timestamp-reply"
 MAX_QUERY_BYTES = 64 * 1024
 # A reply carries the token plus the certificate chain; this bounds what a hostile TSA can make us buffer.
 MAX_REPLY_BYTES = 1024 * 1024
+# The built-in TSA's policy: a UUID-derived OID (ITU-T X.667), unique without registering an arc.
+DEFAULT_POLICY = "2.25.27762265758767524316792882887235035503"
+
+
+def random_serial() -> int:
+    """A token serial number: 159 random bits plus one, unique per token with overwhelming probability and within
+    RFC 3161's 160 bits, with no state to keep across restarts."""
+    return secrets.randbits(159) + 1
+
+
+def load_authority(key_file: Path, certificate_file: Path, chain_files: Sequence[Path] = (),
+                   policy: str = DEFAULT_POLICY) -> TimestampAuthority:
+    """A TimestampAuthority from PEM files: the TSA key, its certificate, and CA certificates sent along."""
+    from gateway.trust.pki import load_certificate, load_key
+
+    return TimestampAuthority(load_key(key_file), load_certificate(certificate_file),
+                              [load_certificate(p) for p in chain_files], policy, random_serial)
 
 
 def issue_tsa_certificate(ca: CertificateAuthority,
@@ -110,3 +132,15 @@ async def request_timestamp(session: aiohttp.ClientSession, url: str, digest: by
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise TimestampError(f"TSA {url} unreachable: {exc!r}") from exc
     return extract_timestamp_token(bytes(reply), digest, hash_alg=hash_alg, nonce=nonce)
+
+
+def serve(authority: TimestampAuthority, host: str, port: int, banner: str | None = None) -> None:
+    """Run the TSA over HTTP until SIGINT or SIGTERM (``wasl tsa serve``); ``banner`` is printed once it listens
+    and handles those signals."""
+
+    def started(_: str) -> None:
+        if banner is not None:
+            print(banner, flush=True)
+
+    web.run_app(make_tsa_app(authority), host=host, port=port, access_log=None, print=started,
+                handle_signals=True, shutdown_timeout=1.0)

@@ -1,0 +1,92 @@
+"""Provider-side adapters on a running gateway: a legacy SOAP backend behind X-Road, REST/JSON callers to SOAP."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from urllib.parse import unquote
+
+from gateway.core import adapters, envelope, soap
+from gateway.core import identifiers as ids
+from gateway.core.faults import Code, Fault, Origin
+from gateway.core.settings import ServiceSettings
+
+_ORIGIN = Origin.SERVER_PROXY
+_SOAP_TYPE = "text/xml; charset=utf-8"
+
+# ServerProxy._call: (settings, method, url, headers, body) -> (status, headers, body), with its limits and faults.
+BackendCall = Callable[[ServiceSettings, str, str, list[tuple[str, str]], bytes],
+                       Awaitable[tuple[int, list[tuple[str, str]], bytes]]]
+
+
+def _trace(manifest: envelope.RequestManifest) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in (("traceparent", manifest.traceparent), ("tracestate", manifest.tracestate)) if v]
+
+
+def _require_xml(status: int, headers: list[tuple[str, str]]) -> None:
+    content_type = next((v for k, v in headers if k == "content-type"), "")
+    if "xml" not in content_type:
+        raise Fault(_ORIGIN, Code.SERVICE_FAILED,
+                    f"service answered HTTP {status} with {content_type or 'no content type'}, not SOAP")
+
+
+class ProviderAdapters:
+    """Called by ServerProxy.process for a service with an ``adapter``, after every X-Road check has passed and the
+    request is in the message log; what it returns is signed and logged like any backend's answer."""
+
+    def __init__(self, services: list[ServiceSettings], call: BackendCall) -> None:
+        self._call = call
+        # zeep compiles a WSDL in tens of milliseconds: once at start, never per request.
+        self._bridges = {s.id: adapters.SoapBridge(s.adapter.backend_wsdl) for s in services
+                         if s.adapter is not None and s.adapter.backend_wsdl is not None}
+
+    async def call(self, settings: ServiceSettings, manifest: envelope.RequestManifest,
+                   body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        assert settings.adapter is not None
+        if settings.adapter.kind == "legacy-soap":
+            return await self._legacy_soap(settings, manifest, body)
+        return await self._rest_to_soap(settings, manifest, body)
+
+    async def _legacy_soap(self, settings: ServiceSettings, manifest: envelope.RequestManifest,
+                           body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        request = soap.parse_message(body, _ORIGIN)
+        if (request.client is None or request.client.path() != manifest.client
+                or request.service is None or request.service.path() != manifest.service
+                or request.xroad_id != manifest.xroad_id):
+            raise Fault(_ORIGIN, Code.INCONSISTENT_HEADERS, "SOAP headers do not match the signed manifest")
+        published, backend = settings.published_wsdl, settings.description.loaded_wsdl  # type: ignore[union-attr]
+        assert published is not None and backend is not None
+        adapters.check_operation(request, published, settings.operation)
+        rename = settings.adapter.namespace  # type: ignore[union-attr]
+        namespace = (rename.backend, rename.federation) if rename is not None else None
+        # Legacy backends often dispatch on SOAPAction, so it is the one their WSDL declares, not the caller's.
+        headers = [("content-type", _SOAP_TYPE),
+                   ("soapaction", f'"{backend.soap_actions.get(settings.operation, "")}"'), *_trace(manifest)]
+        status, resp_headers, resp_body = await self._call(settings, "POST", settings.url, headers,
+                                                           adapters.legacy_request(request, namespace))
+        _require_xml(status, resp_headers)
+        is_fault, bound = adapters.legacy_response(request, resp_body, namespace, manifest.body_sha512)
+        return (500 if is_fault else 200), [("content-type", _SOAP_TYPE)], bound
+
+    async def _rest_to_soap(self, settings: ServiceSettings, manifest: envelope.RequestManifest,
+                            body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        bridge = self._bridges[settings.id]
+        if manifest.method not in ("GET", "POST"):
+            raise Fault(Origin.CLIENT, Code.INVALID_REQUEST, "a bridged SOAP operation is called with POST (a JSON "
+                        "object body) or GET (query parameters)")
+        operation = unquote(manifest.path.strip("/"))
+        if not operation or "/" in operation:
+            raise Fault(Origin.CLIENT, Code.INVALID_REQUEST, "the path names one operation: "
+                        f"/{{{'|'.join(bridge.wsdl.operations)}}}")
+        arguments = adapters.json_arguments(manifest.method, body, manifest.query)
+        client, service = ids.parse_client(manifest.client), ids.parse_service(manifest.service)
+        # A backend whose WSDL asks for X-Road headers gets them, naming the operation as its service code.
+        target = ids.ServiceId(service.instance, service.member_class, service.member_code, service.subsystem_code,
+                               operation)
+        xroad = adapters.xroad_header_values(client, target, manifest.xroad_id, manifest.user_id, manifest.issue)
+        data = bridge.request(operation, arguments, xroad)
+        headers = [("content-type", _SOAP_TYPE),
+                   ("soapaction", f'"{bridge.wsdl.soap_actions.get(operation, "")}"'), *_trace(manifest)]
+        status, resp_headers, resp_body = await self._call(settings, "POST", settings.url, headers, data)
+        _require_xml(status, resp_headers)
+        reply = bridge.reply(operation, status, resp_body)
+        return reply.status, [("content-type", "application/json")], reply.body

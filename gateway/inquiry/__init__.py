@@ -1,0 +1,1 @@
+"""The unified inquiry: one service that asks every gateway for its operational records and joins them."""
