@@ -228,7 +228,7 @@ def bind_response(response: SoapMessage, request: SoapMessage, request_hash: str
     old = present.get(hash_tag)
     if old is not None:
         header.remove(old)
-    hash_el = etree.SubElement(header, hash_tag)
+    hash_el = etree.SubElement(header, hash_tag, nsmap={"xrd": XROAD})  # keep X-Road's usual prefix
     hash_el.set("algorithmId", SHA512_URI)
     hash_el.text = request_hash
     return etree.tostring(response.root, xml_declaration=True, encoding="UTF-8")
