@@ -283,6 +283,9 @@ def _immediate(agency: str, config: dict[str, Any]) -> None:
     for service in config.get("services", []):
         if service["id"].endswith("/taxpayers"):
             service["timestamp_immediately"] = True
+    if agency == "civil":  # the consumer of taxpayers asks for the same on its side
+        config.setdefault("message_log", {})["timestamp_immediately_services"] = [
+            "DEMO/GOV/1002/tax-records/taxpayers"]
 
 
 async def test_immediate_timestamping_per_service(tmp_path: Path, store_settings: dict[str, Any]) -> None:
@@ -299,6 +302,10 @@ async def test_immediate_timestamping_per_service(tmp_path: Path, store_settings
         assert [r.direction for r in records] == ["request", "response"]
         state = await tax.state()
         assert state.stamped_seq >= records[-1].seq, "the provider answered before its records were stamped"
+        consumer = f.gateways["civil"].runtime.message_log.store
+        assert consumer is not None
+        consumer_records = await consumer.by_xroad_id("immediate-1")
+        assert (await consumer.state()).stamped_seq >= consumer_records[-1].seq, "the consumer answered unstamped"
         # A service without the option waits for the batch.
         civil_status, _, _ = await _soap_echo(f, "lazy-1")
         assert civil_status == 200

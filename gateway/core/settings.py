@@ -219,6 +219,8 @@ class MessageLogSettings(_Model):
     timestamp_timeout_seconds: float = Field(10.0, gt=0)
     timestamp_grace_seconds: float | None = Field(14_400.0, ge=0)  # then refuse messages; None: never
     timestamp_immediately: bool = False  # each message waits for a token; per service, ``timestamp_immediately``
+    # Services this gateway *calls* (provided elsewhere) whose messages are stamped at once here too.
+    timestamp_immediately_services: list[str] = Field(default_factory=list)
     body_key_file: Path | None = None  # AES-256 key (base64 or hex) that encrypts stored bodies
     body_key_env: str | None = None  # or: the environment variable holding it
     archive_dir: Path | None = None  # ``wasl log archive``; default: <state_dir>/archive
@@ -226,6 +228,11 @@ class MessageLogSettings(_Model):
     retention_days: float = Field(30.0, ge=0)  # archived records leave the database this long after
 
     resolve_paths = field_validator("path", "body_key_file", "archive_dir")(_relative_to_file)
+
+    @field_validator("timestamp_immediately_services")
+    @classmethod
+    def _services(cls, values: list[str]) -> list[str]:
+        return [_check(ids.parse_service, v) for v in values]
 
     @model_validator(mode="after")
     def _store_target(self) -> MessageLogSettings:

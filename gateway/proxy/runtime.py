@@ -81,7 +81,8 @@ class GatewayRuntime:
         log_settings = settings.message_log
         immediate = frozenset(s.service_id.unversioned().path() for s in settings.services
                               if (s.timestamp_immediately if s.timestamp_immediately is not None
-                                  else log_settings.timestamp_immediately))
+                                  else log_settings.timestamp_immediately)) | frozenset(
+            ids.parse_service(s).unversioned().path() for s in log_settings.timestamp_immediately_services)
         self.message_log = GatewayMessageLog(log_settings, settings.state_dir, self.server_path,
                                              immediate_services=immediate, tsa_source=self._timestamping_authorities,
                                              tsa_client=_request_timestamp)
