@@ -265,3 +265,19 @@ async def test_retention_task_prunes_by_age(tmp_path: Path) -> None:
         assert await store.count() == 1
     finally:
         await monitor.close()
+
+
+def test_the_store_follows_the_message_log_unless_told_otherwise(tmp_path: Path) -> None:
+    from gateway.core.settings import MessageLogSettings, OpMonitoringSettings
+    from gateway.monitoring.opwriter import from_settings
+
+    def settings(op: OpMonitoringSettings, mlog: MessageLogSettings) -> SimpleNamespace:
+        return SimpleNamespace(op_monitoring=op, message_log=mlog, state_dir=tmp_path, server="DEMO/GOV/1001/gw")
+
+    pg = MessageLogSettings(store="postgresql", dsn="postgresql://x@127.0.0.1/db")
+    monitor = from_settings(settings(OpMonitoringSettings(), pg))
+    assert isinstance(monitor.store, PostgresOpStore) and monitor.store.dsn == pg.dsn
+    monitor = from_settings(settings(OpMonitoringSettings(store="sqlite", retention_hours=2), pg))
+    assert isinstance(monitor.store, SqliteOpStore) and monitor.store.path == str(tmp_path / "opmon.db")
+    assert monitor.retention_seconds == 7200
+    assert from_settings(settings(OpMonitoringSettings(enabled=False), pg)) is None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import Any
 
 from gateway.monitoring import opstats
@@ -54,10 +55,11 @@ class OpRecord:
     backend_bucket: int | None
 
     def row(self) -> tuple[Any, ...]:
-        return astuple(self)
+        return _ROW(self)  # type: ignore[no-any-return]
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(OpRecord))
+_ROW = attrgetter(*COLUMNS)  # dataclasses.astuple deep-copies: ~30 µs a record, this ~1 µs
 MAX_FAULT_MESSAGE = 1000
 
 

@@ -18,7 +18,7 @@ from gateway.core.faults import Code, Fault, Origin, render_json, render_soap_fa
 from gateway.core.frames import Frame, Kind
 from gateway.core.globalconf import GlobalConf
 from gateway.core.routing import PeerHealth, order_gateways
-from gateway.monitoring import metrics
+from gateway.monitoring import metrics, tracecontext
 from gateway.proxy.metaservices import ClientMetaservices
 from gateway.proxy.peerlink import PeerUnreachable
 from gateway.proxy.runtime import GatewayRuntime, read_body
@@ -99,7 +99,7 @@ class ClientProxy:
 
     async def _guard(self, work, *, is_soap: bool, request: web.Request) -> web.StreamResponse:  # type: ignore[no-untyped-def]
         """Run one exchange: every failure becomes a fault for the caller, and every outcome a metric."""
-        exchange = metrics.Exchange("client", "soap" if is_soap else "rest")
+        exchange = metrics.Exchange("client", "soap" if is_soap else "rest", self.rt.opmon)
         labels = ExchangeLabels()
         fault_code = ""
         try:
@@ -109,12 +109,14 @@ class ClientProxy:
             detail = fault.detail or new_id()
             log.info("fault %s %s: %s", detail, fault.full_code, fault.message)
             fault_code = fault.full_code
+            exchange.failed(fault)
             response = self.fault_response(fault.with_detail(detail), is_soap=is_soap, request=request)
         except Exception:  # never leak a stack trace to the caller; the id finds it in the log
             detail = new_id()
             log.exception("internal error %s", detail)
             fault = Fault(Origin.CLIENT_PROXY, Code.INTERNAL_ERROR, "internal error in the client's gateway", detail)
             fault_code = fault.full_code
+            exchange.failed(fault)
             response = self.fault_response(fault, is_soap=is_soap, request=request)
         exchange.finish(client_member=labels.client_member, service=labels.service, status=response.status,
                         fault_code=fault_code, request_bytes=request.content_length or 0,
@@ -169,12 +171,13 @@ class ClientProxy:
         headers = [("content-type", request.headers.get("Content-Type", "text/xml"))]
         if "SOAPAction" in request.headers:
             headers.append(("soapaction", request.headers["SOAPAction"]))
+        traceparent, tracestate = tracecontext.from_headers(request.headers)  # every transaction gets a trace id
         manifest = envelope.RequestManifest(
             protocol="soap", xroad_id=message.xroad_id, request_id=new_id(), client=message.client.path(),
             service=message.service.path(), method="POST", path="", query="", headers=tuple(headers),
             body_sha512=envelope.body_digest(body), body_length=len(body), created_ms=int(time.time() * 1000),
             user_id=message.user_id, issue=message.issue, protocol_version=message.protocol_version,
-            traceparent=request.headers.get("traceparent"), tracestate=request.headers.get("tracestate"),
+            traceparent=traceparent, tracestate=tracestate,
             target_server=message.security_server.path() if message.security_server else None,
         )
         relayed = await self.relay(conf, message.client, message.service, manifest, body, exchange)
@@ -200,12 +203,13 @@ class ClientProxy:
         conf = self.rt.require_conf(Origin.CLIENT_PROXY)
         self._check_parties(conf, parsed.client, parsed.service)
         xroad_id = parsed.xroad_id or new_id()
+        traceparent, tracestate = tracecontext.from_headers(request.headers)  # every transaction gets a trace id
         manifest = envelope.RequestManifest(
             protocol="rest", xroad_id=xroad_id, request_id=new_id(), client=parsed.client.path(),
             service=parsed.service.path(), method=parsed.method, path=parsed.service_path, query=parsed.query,
             headers=parsed.headers, body_sha512=envelope.body_digest(body), body_length=len(body),
             created_ms=int(time.time() * 1000), user_id=parsed.user_id, issue=parsed.issue,
-            traceparent=request.headers.get("traceparent"), tracestate=request.headers.get("tracestate"),
+            traceparent=traceparent, tracestate=tracestate,
             target_server=parsed.security_server.path() if parsed.security_server else None,
         )
         relayed = await self.relay(conf, parsed.client, parsed.service, manifest, body, exchange)
@@ -239,6 +243,7 @@ class ClientProxy:
         for gw in candidates:
             health = self.rt.health.setdefault(gw.address, PeerHealth())
             link = self.rt.peer_link(gw, conf)
+            exchange.describe(manifest, gw.server)
             frame = Frame(0, Kind.REQUEST, parts.manifest, parts.signature, parts.signer_cert, body)
             sent = time.perf_counter()
             try:

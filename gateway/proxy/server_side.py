@@ -16,7 +16,7 @@ from gateway.core.access import check_access
 from gateway.core.faults import Code, Fault, Origin, render_json
 from gateway.core.frames import Frame, Kind
 from gateway.core.settings import ServiceSettings
-from gateway.monitoring import metrics
+from gateway.monitoring import metrics, opservice
 from gateway.proxy.httpio import read_limited
 from gateway.proxy.metaservices import ProviderMetaservices
 from gateway.proxy.runtime import GatewayRuntime
@@ -40,7 +40,7 @@ class ServerProxy:
 
     async def handle_frame(self, fingerprint: str | None, frame: Frame) -> Frame:
         """One signed request from a peer gateway in, one signed response (or a fault) out."""
-        exchange = metrics.Exchange("provider", "peer")
+        exchange = metrics.Exchange("provider", "peer", self.rt.opmon)
         labels: dict[str, str] = {}
         try:
             parts, body, status = await self.process(fingerprint, envelope.SignedParts(
@@ -50,12 +50,14 @@ class ServerProxy:
         except Fault as fault:
             detail = str(uuid.uuid4())
             log.info("fault %s %s: %s", detail, fault.full_code, fault.message)
+            exchange.failed(fault)
             reply, status, fault_code = _fault_frame(fault.with_detail(detail)), fault.http_status, fault.full_code
         except Exception:
             detail = str(uuid.uuid4())
             log.exception("internal error %s", detail)
             fault = Fault(_ORIGIN, Code.INTERNAL_ERROR, "internal error in the provider's gateway", detail)
             reply, status, fault_code = _fault_frame(fault), 500, fault.full_code
+            exchange.failed(fault)
         exchange.finish(client_member=labels.get("client", ""), service=labels.get("service", ""), status=status,
                         fault_code=fault_code, request_bytes=len(frame.body), response_bytes=len(reply.body))
         return reply
@@ -72,6 +74,7 @@ class ServerProxy:
         if len(parts.manifest) > envelope.MAX_MANIFEST_BYTES:
             raise Fault(_ORIGIN, Code.MALFORMED_SIGNATURE, "manifest is too large")
         manifest = envelope.parse_request(parts, body, _ORIGIN)
+        exchange.describe(manifest, peer.server)
         try:
             client = ids.parse_client(manifest.client)
             service = ids.parse_service(manifest.service)
@@ -94,12 +97,13 @@ class ServerProxy:
         skew_ms = self.rt.settings.clock_skew_seconds * 1000
         if abs(now.timestamp() * 1000 - manifest.created_ms) > skew_ms:
             raise Fault(_ORIGIN, Code.MALFORMED_SIGNATURE, "message time is outside the allowed clock skew")
-        meta = metaservices.metaservice_of(manifest.protocol, manifest.method, service.service_code)
+        meta = (metaservices.metaservice_of(manifest.protocol, manifest.method, service.service_code)
+                or opservice.service_of(manifest.protocol, service.service_code))  # docs/monitoring.md
         settings: ServiceSettings | None = None
         if meta is not None:
             # Metaservices are answered here from this gateway's own configuration, for any known client.
             self.meta.check_provider(conf, service)
-            log_body = self.rt.settings.message_log.log_bodies
+            log_body = self.rt.settings.message_log.log_bodies and meta != opservice.SERVICE_CODE
         else:
             # 3-5: the service exists here, the client may call it, and it is enabled.
             settings = self.rt.service(service)
@@ -123,7 +127,10 @@ class ServerProxy:
         started = time.perf_counter()
         if settings is None:
             assert meta is not None
-            status, headers, resp_body = await self.meta.answer(meta, conf, client, service, manifest, body)
+            if meta == opservice.SERVICE_CODE:
+                status, headers, resp_body = await opservice.answer(self.rt, conf, client.path(), manifest, body)
+            else:
+                status, headers, resp_body = await self.meta.answer(meta, conf, client, service, manifest, body)
         elif settings.adapter is not None:
             status, headers, resp_body = await self.adapters.call(settings, manifest, body)
         elif manifest.protocol == "soap":

@@ -94,9 +94,9 @@
       { label: t("failed"), stroke: "#dc2626", fill: "rgba(220,38,38,0.15)", width: 2 }],
       [xs, agg.series.map((p) => p.count), agg.series.map((p) => p.failed)]);
     chart("latency", $("chart-latency"), [
-      { label: "p50", stroke: "#16a34a", width: 2, spanGaps: true },
-      { label: "p95", stroke: "#d97706", width: 2, spanGaps: true },
-      { label: "p99", stroke: "#9333ea", width: 2, spanGaps: true }],
+      { label: "p50", stroke: "#16a34a", width: 2, spanGaps: true, points: { show: true, size: 5 } },
+      { label: "p95", stroke: "#d97706", width: 2, spanGaps: true, points: { show: true, size: 5 } },
+      { label: "p99", stroke: "#9333ea", width: 2, spanGaps: true, points: { show: true, size: 5 } }],
       [xs, agg.series.map((p) => p.p50_ms), agg.series.map((p) => p.p95_ms), agg.series.map((p) => p.p99_ms)]);
   }
 
