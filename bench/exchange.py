@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from gateway.core import identifiers as ids  # noqa: E402
 from gateway.core import soap  # noqa: E402
 from gateway.demo import federation as fed  # noqa: E402
+from gateway.demo.ports import port_is_free  # noqa: E402
 from gateway.proxy import tls  # noqa: E402
 from gateway.trust.pki import load_certificate  # noqa: E402
 
@@ -308,7 +309,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="wasl-bench-"))
     backend_port = free_port()
     base = free_port()
-    while not all(_free(base + i) for i in range(0, 16)):
+    while not all(port_is_free(base + i) for i in range(0, 16)):
         base = free_port()
     ports = fed.ports_from(base, fed.DEMO_AGENCIES)
     backend = f"http://127.0.0.1:{backend_port}"
@@ -412,15 +413,6 @@ def create_bench_database() -> str:
 
     asyncio.run(create())
     return PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from gateway.demo.backends import (
     make_tax_app,
     start_app,
 )
+from gateway.demo.ports import port_is_free
 from gateway.inquiry import setup as inquiry_setup
 
 GET_PERSON = ids.ServiceId(fed.INSTANCE, "GOV", "1001", "population", "getPerson", "v1")
@@ -91,15 +91,6 @@ class Outcome:
     @property
     def passed(self) -> bool:
         return self.got == self.expected
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _spawn(args: list[str], log_file: Path) -> subprocess.Popen[bytes]:
@@ -247,7 +238,7 @@ async def demo(directory: Path | None, base_port: int, once: bool) -> int:
     inquiry_port = base_port + 25
     wanted = [ports.registry, *ports.client_side.values(), *ports.server_side.values(), base_port + 21,
               base_port + 22, base_port + 23, tsa_port, inquiry_port]
-    busy = [p for p in wanted if not _port_free(p)]
+    busy = [p for p in wanted if not port_is_free(p)]
     if busy:
         print(f"wasl demo: ports {busy} are in use; choose another range with --base-port", file=sys.stderr)
         return 2

@@ -9,7 +9,6 @@ Connections are opened with ``synchronous_commit=on``, so a commit is durable on
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +27,7 @@ from gateway.messagelog.store import (
     TimestampRecord,
     check_migrations,
 )
+from gateway.storage import postgres_base
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -117,7 +117,7 @@ def _state(gateway_id: str, row: asyncpg.Record | None) -> ChainState:
     return ChainState(gateway_id, ChainHead(row[0], row[1]), ChainHead(row[2], row[3]), row[4])
 
 
-class PostgresMessageLogStore(MessageLogStore):
+class PostgresMessageLogStore(postgres_base.PoolStore, MessageLogStore):
     """A MessageLogStore in PostgreSQL, holding the chain of ``gateway_id`` next to other gateways' chains."""
 
     migrations: tuple[Migration, ...] = MIGRATIONS
@@ -138,43 +138,18 @@ class PostgresMessageLogStore(MessageLogStore):
     async def open(self) -> None:
         if self._pool is not None:
             return
-        self._pool = await asyncpg.create_pool(
-            self.dsn,
-            min_size=self._min_size,
-            max_size=self._max_size,
-            server_settings={"synchronous_commit": "on", "application_name": "wasl-messagelog"},
+        self._pool = await postgres_base.create_pool(
+            self.dsn, self._min_size, self._max_size,
+            {"synchronous_commit": "on", "application_name": "wasl-messagelog"},
         )
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()
 
     async def migrate(self) -> int:
         latest = check_migrations(self.migrations)
-        async with self.pool.acquire() as conn, conn.transaction():
-            # Two nodes starting together would otherwise race on CREATE TABLE; the lock ends with the transaction.
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version (component text NOT NULL, version integer NOT NULL,"
-                " description text NOT NULL, applied_ms bigint NOT NULL, PRIMARY KEY (component, version))"
-            )
-            current = await conn.fetchval(
-                "SELECT coalesce(max(version), 0) FROM schema_version WHERE component = $1", COMPONENT
-            )
-            if current > latest:
-                raise SchemaError(f"message-log schema v{current} is newer than this code (v{latest})")
-            for m in self.migrations[current:]:
-                for stmt in m.statements:
-                    await conn.execute(stmt)
-                await conn.execute(
-                    "INSERT INTO schema_version (component, version, description, applied_ms) VALUES ($1, $2, $3, $4)",
-                    COMPONENT,
-                    m.version,
-                    m.description,
-                    int(time.time() * 1000),
-                )
-        return latest
+
+        def too_new(current: int) -> Exception:
+            return SchemaError(f"message-log schema v{current} is newer than this code (v{latest})")
+
+        return await postgres_base.migrate(self.pool, _MIGRATION_LOCK, COMPONENT, self.migrations, latest, too_new)
 
     async def _lock_head(self, conn: asyncpg.Connection) -> ChainState:
         row = await conn.fetchrow(_LOCK_HEAD, self.gateway_id)

@@ -11,11 +11,8 @@ lie about fsync anyway.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import os
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -33,6 +30,7 @@ from gateway.messagelog.store import (
     TimestampRecord,
     check_migrations,
 )
+from gateway.storage import sqlite_base
 
 T = TypeVar("T")
 
@@ -114,9 +112,10 @@ def _row(r: LogRecord) -> tuple[Any, ...]:
     return tuple(getattr(r, c) for c in RECORD_COLUMNS)
 
 
-class SqliteMessageLogStore(MessageLogStore):
+class SqliteMessageLogStore(sqlite_base.WorkerStore, MessageLogStore):
     """A MessageLogStore in one SQLite file, which holds the chain of exactly one gateway."""
 
+    _thread_prefix = "messagelog-sqlite"
     migrations: tuple[Migration, ...] = MIGRATIONS
 
     def __init__(
@@ -139,11 +138,7 @@ class SqliteMessageLogStore(MessageLogStore):
     # -- the worker thread -------------------------------------------------------------------------------------
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
-            raise StoreError("the store is not open")
-        # A cancelled caller does not cancel the thread's work: a commit in flight still completes (or rolls back)
-        # as a whole, so cancellation never leaves a half-written batch.
-        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
+        return await sqlite_base.run(self._executor, lambda: StoreError("the store is not open"), fn, *args)
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -152,21 +147,10 @@ class SqliteMessageLogStore(MessageLogStore):
         return self._conn
 
     def _connect(self) -> None:
-        # isolation_level=None: the module must not open transactions behind our back; we say BEGIN IMMEDIATE so a
-        # second writer waits for the lock up front instead of failing at COMMIT.
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy_timeout_ms / 1000)
-        try:
-            # Records are ~3 KB: at the default 4 KB page most pages hold one record and a quarter of free space;
-            # 16 KB pages pack five, a smaller file and fewer page writes. Takes effect only in a new file.
-            conn.execute("PRAGMA page_size=16384")
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(f"{self.path}: could not switch to WAL (journal_mode is {mode})")
-            conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
+        # Records are ~3 KB: at the default 4 KB page most pages hold one record and a quarter of free space;
+        # 16 KB pages pack five, a smaller file and fewer page writes. Takes effect only in a new file.
+        self._conn = sqlite_base.connect(self.path, self._busy_timeout_ms, self.synchronous, StoreError,
+                                         pragmas=("PRAGMA page_size=16384",))
 
     def _disconnect(self) -> None:
         if self._conn is not None:
@@ -174,16 +158,7 @@ class SqliteMessageLogStore(MessageLogStore):
             self._conn = None
 
     def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(db)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        return result
+        return sqlite_base.transaction(self._db, fn)
 
     def _state_in(self, db: sqlite3.Connection, *, create: bool) -> ChainState:
         row = db.execute(
@@ -207,26 +182,10 @@ class SqliteMessageLogStore(MessageLogStore):
     def _migrate_sync(self) -> int:
         latest = check_migrations(self.migrations)
 
-        def apply(db: sqlite3.Connection) -> int:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version (component TEXT NOT NULL, version INTEGER NOT NULL,"
-                " description TEXT NOT NULL, applied_ms INTEGER NOT NULL, PRIMARY KEY (component, version))"
-            )
-            current = db.execute(
-                "SELECT coalesce(max(version), 0) FROM schema_version WHERE component = ?", (COMPONENT,)
-            ).fetchone()[0]
-            if current > latest:
-                raise SchemaError(f"{self.path}: message-log schema v{current} is newer than this code (v{latest})")
-            for m in self.migrations[current:]:
-                for stmt in m.statements:
-                    db.execute(stmt)
-                db.execute(
-                    "INSERT INTO schema_version (component, version, description, applied_ms) VALUES (?, ?, ?, ?)",
-                    (COMPONENT, m.version, m.description, int(time.time() * 1000)),
-                )
-            return latest
+        def too_new(current: int) -> Exception:
+            return SchemaError(f"{self.path}: message-log schema v{current} is newer than this code (v{latest})")
 
-        return self._tx(apply)
+        return self._tx(lambda db: sqlite_base.migrate(db, COMPONENT, self.migrations, latest, too_new))
 
     def _append_sync(self, batch: Sequence[LogFields]) -> list[LogRecord]:
         def append(db: sqlite3.Connection) -> list[LogRecord]:
@@ -309,26 +268,6 @@ class SqliteMessageLogStore(MessageLogStore):
         return int(self._db.execute("SELECT count(*) FROM messagelog_record").fetchone()[0])
 
     # -- the interface -----------------------------------------------------------------------------------------
-
-    async def open(self) -> None:
-        if self._executor is not None:
-            return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="messagelog-sqlite")
-        try:
-            await self._run(self._connect)
-        except BaseException:
-            self._executor.shutdown(wait=False)
-            self._executor = None
-            raise
-
-    async def close(self) -> None:
-        if self._executor is None:
-            return
-        try:
-            await self._run(self._disconnect)
-        finally:
-            self._executor.shutdown(wait=True)
-            self._executor = None
 
     async def migrate(self) -> int:
         return await self._run(self._migrate_sync)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +20,7 @@ from gateway.monitoring.opstore import (
     check_migrations,
     column_types,
 )
+from gateway.storage import postgres_base
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "operational records", (
@@ -38,7 +38,7 @@ _COLS = ", ".join(COLUMNS)
 _GATEWAY = "gateway_id = $1"
 
 
-class PostgresOpStore(OpStore):
+class PostgresOpStore(postgres_base.PoolStore, OpStore):
     """Operational records of ``gateway_id`` in a database that other gateways may share."""
 
     migrations = MIGRATIONS
@@ -57,32 +57,16 @@ class PostgresOpStore(OpStore):
 
     async def open(self) -> None:
         if self._pool is None:
-            self._pool = await asyncpg.create_pool(self.dsn, min_size=self._min_size, max_size=self._max_size,
-                                                   server_settings={"application_name": "wasl-opmon"})
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()
+            self._pool = await postgres_base.create_pool(self.dsn, self._min_size, self._max_size,
+                                                         {"application_name": "wasl-opmon"})
 
     async def migrate(self) -> int:
         latest = check_migrations(self.migrations)
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version (component text NOT NULL, version integer NOT NULL,"
-                " description text NOT NULL, applied_ms bigint NOT NULL, PRIMARY KEY (component, version))")
-            current = await conn.fetchval(
-                "SELECT coalesce(max(version), 0) FROM schema_version WHERE component = $1", COMPONENT)
-            if current > latest:
-                raise StoreError(f"operational-record schema v{current} is newer than this code (v{latest})")
-            for m in self.migrations[current:]:
-                for stmt in m.statements:
-                    await conn.execute(stmt)
-                await conn.execute(
-                    "INSERT INTO schema_version (component, version, description, applied_ms) VALUES ($1, $2, $3, $4)",
-                    COMPONENT, m.version, m.description, int(time.time() * 1000))
-        return latest
+
+        def too_new(current: int) -> Exception:
+            return StoreError(f"operational-record schema v{current} is newer than this code (v{latest})")
+
+        return await postgres_base.migrate(self.pool, _MIGRATION_LOCK, COMPONENT, self.migrations, latest, too_new)
 
     async def insert(self, batch: Sequence[OpRecord]) -> None:
         if not batch:

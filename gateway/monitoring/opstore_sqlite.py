@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import os
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -24,6 +21,7 @@ from gateway.monitoring.opstore import (
     check_migrations,
     column_types,
 )
+from gateway.storage import sqlite_base
 
 T = TypeVar("T")
 
@@ -41,10 +39,11 @@ _COLS = ", ".join(COLUMNS)
 _INSERT = f"INSERT INTO {TABLE} ({_COLS}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
-class SqliteOpStore(OpStore):
+class SqliteOpStore(sqlite_base.WorkerStore, OpStore):
     """Operational records in one SQLite file (WAL). They are statistics, not evidence: ``synchronous=NORMAL``
     keeps commits cheap, and a power cut may lose the last second of them, never the file."""
 
+    _thread_prefix = "opmon-sqlite"
     migrations = MIGRATIONS
 
     def __init__(self, path: str | os.PathLike[str], gateway_id: str = "default", busy_timeout_ms: int = 10_000):
@@ -55,9 +54,8 @@ class SqliteOpStore(OpStore):
         self._conn: sqlite3.Connection | None = None
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
-            raise StoreError("the operational-record store is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
+        return await sqlite_base.run(self._executor, lambda: StoreError("the operational-record store is not open"),
+                                     fn, *args)
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -66,17 +64,8 @@ class SqliteOpStore(OpStore):
         return self._conn
 
     def _connect(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy_timeout_ms / 1000,
-                               check_same_thread=False)
-        try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(f"{self.path}: could not switch to WAL (journal_mode is {mode})")
-            conn.execute("PRAGMA synchronous=NORMAL")
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
+        self._conn = sqlite_base.connect(self.path, self._busy_timeout_ms, "NORMAL", StoreError,
+                                         check_same_thread=False)
 
     def _disconnect(self) -> None:
         if self._conn is not None:
@@ -84,36 +73,15 @@ class SqliteOpStore(OpStore):
             self._conn = None
 
     def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(db)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        return result
+        return sqlite_base.transaction(self._db, fn)
 
     def _migrate_sync(self) -> int:
         latest = check_migrations(self.migrations)
 
-        def apply(db: sqlite3.Connection) -> int:
-            db.execute("CREATE TABLE IF NOT EXISTS schema_version (component TEXT NOT NULL, version INTEGER NOT NULL,"
-                       " description TEXT NOT NULL, applied_ms INTEGER NOT NULL, PRIMARY KEY (component, version))")
-            current = db.execute("SELECT coalesce(max(version), 0) FROM schema_version WHERE component = ?",
-                                 (COMPONENT,)).fetchone()[0]
-            if current > latest:
-                raise StoreError(f"{self.path}: operational-record schema v{current} is newer than this code "
-                                 f"(v{latest})")
-            for m in self.migrations[current:]:
-                for stmt in m.statements:
-                    db.execute(stmt)
-                db.execute("INSERT INTO schema_version (component, version, description, applied_ms)"
-                           " VALUES (?, ?, ?, ?)", (COMPONENT, m.version, m.description, int(time.time() * 1000)))
-            return latest
+        def too_new(current: int) -> Exception:
+            return StoreError(f"{self.path}: operational-record schema v{current} is newer than this code (v{latest})")
 
-        return self._tx(apply)
+        return self._tx(lambda db: sqlite_base.migrate(db, COMPONENT, self.migrations, latest, too_new))
 
     def _insert_sync(self, rows: list[tuple[Any, ...]]) -> None:
         self._tx(lambda db: db.executemany(_INSERT, rows))
@@ -130,26 +98,6 @@ class SqliteOpStore(OpStore):
             (cutoff_ms, limit)).rowcount)
 
     # -- the interface -----------------------------------------------------------------------------------------
-
-    async def open(self) -> None:
-        if self._executor is not None:
-            return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opmon-sqlite")
-        try:
-            await self._run(self._connect)
-        except BaseException:
-            self._executor.shutdown(wait=False)
-            self._executor = None
-            raise
-
-    async def close(self) -> None:
-        if self._executor is None:
-            return
-        try:
-            await self._run(self._disconnect)
-        finally:
-            self._executor.shutdown(wait=True)
-            self._executor = None
 
     async def migrate(self) -> int:
         return await self._run(self._migrate_sync)

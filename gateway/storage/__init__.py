@@ -1,0 +1,1 @@
+"""Plumbing shared by the gateway's SQLite and PostgreSQL stores."""
