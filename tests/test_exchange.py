@@ -161,3 +161,26 @@ async def test_registry_metrics(federation: Federation) -> None:
         text = await resp.text()
     assert metric_value(text, "wasl_registry_entities", kind="gateway") == 3
     assert metric_value(text, "wasl_registry_globalconf_downloads_total") >= 3  # one per gateway at least
+
+
+async def test_readiness_fails_on_an_expired_certificate_and_warns_before(federation: Federation) -> None:
+    import datetime as dt
+
+    runtime = federation.gateways["health"].runtime
+    url = federation.client_url("health", "/readyz")
+    async with federation.session.get(url) as resp:
+        assert resp.status == 200
+    original = runtime.auth_not_after
+    try:
+        runtime.auth_not_after = runtime.now() + dt.timedelta(days=3)
+        async with federation.session.get(url) as resp:
+            assert resp.status == 200
+            assert "warning: auth certificate expires" in await resp.text()
+        runtime.auth_not_after = runtime.now() - dt.timedelta(seconds=1)
+        async with federation.session.get(url) as resp:
+            assert resp.status == 503
+            assert "auth certificate expired" in await resp.text()
+    finally:
+        runtime.auth_not_after = original
+    async with federation.session.get(federation.client_url("health", "/metrics")) as resp:
+        assert 'wasl_build_info{version="' in await resp.text()

@@ -33,12 +33,17 @@ def _health_routes(app: web.Application, runtime: GatewayRuntime) -> None:
             return web.Response(status=503, text="not ready: no global configuration\n")
         if conf.is_expired(runtime.now()):
             return web.Response(status=503, text="not ready: global configuration expired\n")
+        expired, expiring = runtime.certificate_problems()
+        if expired:
+            return web.Response(status=503, text=f"not ready: {expired}\n")
         stamping = runtime.message_log.timestamping_problem()
         if stamping is not None:
             refusing, why = stamping
             if refusing:
                 return web.Response(status=503, text=f"not ready: message log: {why}\n")
             return web.Response(text=f"ready\nwarning: message log: {why}\n")
+        if expiring:
+            return web.Response(text=f"ready\nwarning: {expiring}\n")
         return web.Response(text="ready\n")
 
     app.router.add_get("/livez", livez)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import importlib.metadata
 import logging
 import ssl
 import time
@@ -36,6 +37,10 @@ from gateway.trust.pki import load_certificate, load_key
 from gateway.trust.tsa import request_timestamp
 
 log = logging.getLogger("wasl.gateway")
+try:
+    BUILD_VERSION = importlib.metadata.version("wasl")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    BUILD_VERSION = "unknown"
 # Responses from providers are bounded by their own limits; this guards against a peer that is not.
 MAX_PEER_FRAME_BYTES = 256 * 1024 * 1024
 
@@ -206,6 +211,19 @@ class GatewayRuntime:
 
     _tsa_cache: tuple[int, list[TsaEndpoint]] | None = None
 
+    def certificate_problems(self, warn_days: float = 14.0) -> tuple[str | None, str | None]:
+        """(why this gateway must not be ready, a warning) about its own auth and sign certificates."""
+        now = self.now()
+        certs = [("auth certificate", self.auth_not_after)]
+        certs += [(f"sign certificate of {member}", identity.not_after) for member, identity in self.signing.items()]
+        for name, not_after in certs:
+            if now >= not_after:
+                return f"{name} expired at {not_after.isoformat()}", None
+        soonest = min(certs, key=lambda c: c[1])
+        if soonest[1] - now < dt.timedelta(days=warn_days):
+            return None, f"{soonest[0]} expires at {soonest[1].isoformat()}"
+        return None, None
+
     def update_gauges(self) -> None:
         """Refresh the gauges that describe state rather than traffic (called before each scrape)."""
         conf = self.conf.current
@@ -215,6 +233,7 @@ class GatewayRuntime:
         for member, identity in self.signing.items():
             metrics.CERT_EXPIRY.labels("sign", member).set(identity.not_after.timestamp())
         metrics.CERT_EXPIRY.labels("auth", self.server_id.owner.path()).set(self.auth_not_after.timestamp())
+        metrics.BUILD_INFO.labels(BUILD_VERSION).set(1)
         writer = self.message_log.writer
         metrics.MESSAGELOG_PENDING.set(writer.pending if writer is not None else 0)
         stamper = self.message_log.timestamper
