@@ -12,6 +12,7 @@ from gateway.core.faults import Code, Fault, Origin
 from gateway.core.settings import ClientAdapterSettings
 from gateway.monitoring import metrics
 from gateway.proxy.runtime import read_body
+from gateway.proxy.tls import peer_fingerprint
 
 if TYPE_CHECKING:
     from gateway.proxy.client_side import ClientProxy, ExchangeLabels
@@ -39,15 +40,29 @@ class ClientAdapters:
         raw_tail = f"/{tail}" if tail else ""
 
         async def work(request: web.Request, exchange: metrics.Exchange, labels: ExchangeLabels) -> web.Response:
+            client = self._caller(route, request)
             if route.protocol == "rest":
-                return await self._rest(route, raw_tail, request, exchange, labels)
-            return await self._soap(route, request, exchange, labels)
+                return await self._rest(route, client, raw_tail, request, exchange, labels)
+            return await self._soap(route, client, request, exchange, labels)
 
         return await self.proxy._guard(work, is_soap=route.protocol == "soap", request=request)
 
-    async def _rest(self, route: ClientAdapterSettings, raw_tail: str, request: web.Request,
-                    exchange: metrics.Exchange, labels: ExchangeLabels) -> web.Response:
-        client = ids.parse_subsystem(route.client)
+    @staticmethod
+    def _caller(route: ClientAdapterSettings, request: web.Request) -> ids.SubsystemId:
+        """The subsystem the legacy caller acts as: fixed by the route, or chosen by its TLS client certificate."""
+        if route.client is not None:
+            return ids.parse_subsystem(route.client)
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+        fingerprint = peer_fingerprint(ssl_object)
+        subsystem = route.client_certificates.get(fingerprint or "")
+        if subsystem is None:
+            raise Fault(Origin.CLIENT, Code.INVALID_CLIENT_IDENTIFIER,
+                        f"adapter route {route.name} identifies callers by TLS client certificate, and "
+                        + ("none was presented" if fingerprint is None else "this one is not mapped to a subsystem"))
+        return ids.parse_subsystem(subsystem)
+
+    async def _rest(self, route: ClientAdapterSettings, client: ids.SubsystemId, raw_tail: str,
+                    request: web.Request, exchange: metrics.Exchange, labels: ExchangeLabels) -> web.Response:
         # The r1 path checks (traversal, encoded separators, length) apply to what the legacy caller sent.
         target = ids.parse_service(route.service).unversioned()
         service, service_path = rest.parse_target(f"{rest.PREFIX}{target.path()}{raw_tail}")
@@ -59,7 +74,8 @@ class ClientAdapters:
         body = await read_body(request, self.proxy.limit, Origin.CLIENT)
         return await self.proxy.rest_exchange(request, parsed, body, exchange)
 
-    async def _soap(self, route: ClientAdapterSettings, request: web.Request, exchange: metrics.Exchange,
+    async def _soap(self, route: ClientAdapterSettings, client: ids.SubsystemId, request: web.Request,
+                    exchange: metrics.Exchange,
                     labels: ExchangeLabels) -> web.Response:
         from gateway.proxy.client_side import new_id
 
@@ -68,7 +84,7 @@ class ClientAdapters:
         if request.content_type != "text/xml":
             raise Fault(Origin.CLIENT, Code.INVALID_CONTENT_TYPE,
                         f"Content-Type must be text/xml for SOAP 1.1, not {request.content_type!r}")
-        client, service = ids.parse_subsystem(route.client), ids.parse_service(route.service)
+        service = ids.parse_service(route.service)
         body = await read_body(request, self.proxy.limit, Origin.CLIENT)
         framed = adapters.with_xroad_headers(body, client, service, new_id(), route.user_id)
         response = await self.proxy.soap_exchange(request, framed, exchange, labels)

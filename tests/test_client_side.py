@@ -92,3 +92,49 @@ async def test_client_side_tls_and_mutual_tls(federation: Federation, tmp_path: 
         assert b" 200 " in reply.split(b"\r\n", 1)[0], reply[:300]
     finally:
         await gateway.stop()
+
+
+async def test_adapter_route_identifies_the_caller_by_tls_certificate(federation: Federation, tmp_path: Path) -> None:
+    """A legacy caller with no X-Road headers is the subsystem its TLS client certificate is mapped to."""
+    from gateway.core.certificates import fingerprint
+    from gateway.trust.pki import load_certificate
+
+    ca = CertificateAuthority.create("Information systems CA")
+    save_certificate(tmp_path / "is-ca.pem", ca.certificate)
+    server_cert, server_key = _issue_tls(tmp_path, ca, "gateway")
+    mapped_cert, mapped_key = _issue_tls(tmp_path, ca, "clinic-app", client=True)
+    other_cert, other_key = _issue_tls(tmp_path, ca, "unknown-app", client=True)
+    config = yaml.safe_load(federation.layout.gateway_files["health"].read_text())
+    port = free_ports(1)[0]
+    config["client_side"] = {"host": "127.0.0.1", "port": port, "tls": {
+        "certificate": str(server_cert), "key": str(server_key), "client_cas": str(tmp_path / "is-ca.pem")}}
+    config["adapters"] = [{"name": "by-cert", "protocol": "rest", "service": "DEMO/GOV/1002/tax-records/open",
+                           "client_certificates": {
+                               fingerprint(load_certificate(mapped_cert)): "DEMO/GOV/1003/patients"}}]
+    config["server_side"]["port"] = 0
+    config["state_dir"] = str(tmp_path / "state")
+    config["message_log"] = {"enabled": False}
+    for field in ("key", "certificate"):
+        config["auth"][field] = str(federation.layout.directory / config["auth"][field])
+        for entry in config["signing"]:
+            entry[field] = str(federation.layout.directory / entry[field])
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(config))
+    gateway = RunningGateway(load_model(path, GatewaySettings))
+    await gateway.start()
+    request = b"GET /adapters/by-cert/records/7?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    try:
+        for cert, key, expect in ((mapped_cert, mapped_key, b" 200 "), (other_cert, other_key, b" 400 ")):
+            ctx = ssl.create_default_context(cafile=str(tmp_path / "is-ca.pem"))
+            ctx.check_hostname = False
+            ctx.load_cert_chain(cert, key)
+            reply = await raw_http(port, request, ctx)
+            head, _, body = reply.partition(b"\r\n\r\n")
+            assert expect in head.split(b"\r\n", 1)[0], reply[:400]
+            if expect == b" 200 ":
+                assert b'"X-Road-Client": "DEMO/GOV/1003/patients"' in body
+                assert b'"path": "/rest/records/7"' in body
+            else:
+                assert b"Client.InvalidClientIdentifier" in body and b"not mapped" in body
+    finally:
+        await gateway.stop()

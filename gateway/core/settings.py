@@ -484,15 +484,29 @@ class ClientAdapterSettings(_Model):
     ``client`` calling ``service``, so the caller only changes its base URL."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    client: str  # INST/CLASS/CODE/SUBSYSTEM, a client of this gateway
+    client: str | None = None  # INST/CLASS/CODE/SUBSYSTEM, a client of this gateway
+    # Or: callers identified by their TLS client certificate (SHA-256) on the client side, each mapped to a
+    # subsystem; a caller without a mapped certificate is refused.
+    client_certificates: dict[str, str] = Field(default_factory=dict)
     service: str  # INST/CLASS/CODE/SUBSYSTEM/serviceCode[/version]
     protocol: Literal["rest", "soap"]
     user_id: str | None = None  # X-Road userId sent for the caller, who has no way to say it
 
     @field_validator("client")
     @classmethod
-    def _client(cls, value: str) -> str:
-        return _check(ids.parse_subsystem, value)
+    def _client(cls, value: str | None) -> str | None:
+        return None if value is None else _check(ids.parse_subsystem, value)
+
+    @field_validator("client_certificates")
+    @classmethod
+    def _certificates(cls, values: dict[str, str]) -> dict[str, str]:
+        return {normalise_fingerprint(fp): _check(ids.parse_subsystem, sub) for fp, sub in values.items()}
+
+    @model_validator(mode="after")
+    def _identified(self) -> ClientAdapterSettings:
+        if (self.client is None) == (not self.client_certificates):
+            raise ValueError("give either client or client_certificates")
+        return self
 
     @field_validator("service")
     @classmethod
