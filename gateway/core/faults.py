@@ -117,18 +117,6 @@ class Fault(Exception):
         return Fault(Origin.SERVER_PROXY, Code.INTERNAL_ERROR, str(data.get("message", ""))[:1000])
 
 
-def client_fault(code: Code, message: str) -> Fault:
-    return Fault(Origin.CLIENT, code, message)
-
-
-def client_proxy_fault(code: Code, message: str) -> Fault:
-    return Fault(Origin.CLIENT_PROXY, code, message)
-
-
-def server_proxy_fault(code: Code, message: str) -> Fault:
-    return Fault(Origin.SERVER_PROXY, code, message)
-
-
 def render_json(fault: Fault) -> bytes:
     """The REST r1 error body: ``{"type","message","detail"}``."""
     return json.dumps(fault.to_dict(), separators=(",", ":")).encode()

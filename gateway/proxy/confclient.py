@@ -72,11 +72,6 @@ class GlobalConfClient:
             os.replace(tmp, self.path)  # atomic: a crash never leaves a half-written copy
         return conf
 
-    def accept(self, blob: bytes, now: dt.datetime) -> GlobalConf:
-        conf = self.verify_and_keep(blob, now, self.current.serial if self.current is not None else None)
-        self._install(conf)
-        return conf
-
     async def refresh(self, session: aiohttp.ClientSession) -> None:
         url = self.anchor.registry_url.rstrip("/") + "/globalconf"
         try:
