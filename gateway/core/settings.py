@@ -261,7 +261,8 @@ class OpMonitoringSettings(_Model):
 
 MAX_DESCRIPTION_BYTES = 4 * 1024 * 1024
 # X-Road reserves these service codes for its metaservices (PR-META, PR-MREST).
-RESERVED_SERVICE_CODES = frozenset({"listClients", "listMethods", "allowedMethods", "getWsdl", "getOpenAPI"})
+RESERVED_SERVICE_CODES = frozenset({"listClients", "listMethods", "allowedMethods", "getWsdl", "getOpenAPI",
+                                    "getSecurityServerOperationalData"})
 
 
 def _read_description(path: Path) -> bytes:

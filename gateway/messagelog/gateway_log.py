@@ -64,9 +64,11 @@ class GatewayMessageLog:
 
     def __init__(self, settings: MessageLogSettings, state_dir: Path, gateway_id: str, *,
                  immediate_services: frozenset[str] = frozenset(),
+                 not_immediate_services: frozenset[str] = frozenset(),
                  tsa_source: Callable[[], Sequence[TsaEndpoint] | None] | None = None,
                  tsa_client: TsaClient | None = None) -> None:
         """``immediate_services``: unversioned service paths (INST/CLASS/CODE/SUB/code) stamped at once;
+        ``not_immediate_services``: services whose own setting turns the gateway-wide default off;
         ``tsa_source`` lists the TSAs of the current global configuration (None while there is none yet);
         ``tsa_client`` asks one TSA for a token."""
         self.settings = settings
@@ -78,6 +80,7 @@ class GatewayMessageLog:
         self.body_key: BodyKey | None = None
         self._immediate_all = settings.timestamp_immediately
         self._immediate = immediate_services
+        self._not_immediate = not_immediate_services
         self._tsa_source = tsa_source or (lambda: ())
         self._tsa_client = tsa_client
 
@@ -124,12 +127,13 @@ class GatewayMessageLog:
         return state is StampState.FAILED, ts.describe()
 
     def _immediate_for(self, fields: Sequence[LogFields]) -> bool:
-        if self._immediate_all:
-            return True
-        if not self._immediate:
+        if not self._immediate_all and not self._immediate:
             return False
         # A service path is INST/CLASS/CODE/SUB/code[/version]; the setting ignores the version.
-        return any("/".join(f.service.split("/", 5)[:5]) in self._immediate for f in fields)
+        services = {"/".join(f.service.split("/", 5)[:5]) for f in fields}
+        if self._immediate_all:
+            return not services <= self._not_immediate  # a service's own ``false`` overrides the default
+        return bool(services & self._immediate)
 
     async def record(self, *fields: LogFields, origin: Origin) -> None:
         if self.writer is None:

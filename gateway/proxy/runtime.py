@@ -88,8 +88,11 @@ class GatewayRuntime:
                               if (s.timestamp_immediately if s.timestamp_immediately is not None
                                   else log_settings.timestamp_immediately)) | frozenset(
             ids.parse_service(s).unversioned().path() for s in log_settings.timestamp_immediately_services)
+        not_immediate = frozenset(s.service_id.unversioned().path() for s in settings.services
+                                  if s.timestamp_immediately is False)
         self.message_log = GatewayMessageLog(log_settings, settings.state_dir, self.server_path,
-                                             immediate_services=immediate, tsa_source=self._timestamping_authorities,
+                                             immediate_services=immediate, not_immediate_services=not_immediate,
+                                             tsa_source=self._timestamping_authorities,
                                              tsa_client=_request_timestamp)
         self.opmon = opwriter.from_settings(settings)  # operational monitoring, off the request path
         self.conf = GlobalConfClient(settings.anchor, settings.state_dir, settings.globalconf_refresh_seconds)
