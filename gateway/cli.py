@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.messagelog.commands import register
 
     register(sub)  # wasl log ..., wasl tsa serve
+    from gateway.audit.commands import register as register_audit
+
+    register_audit(sub)  # wasl audit show
     return parser
 
 
