@@ -295,6 +295,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=128)
     parser.add_argument("--max-requests", type=int, default=500_000)
     parser.add_argument("--workers", type=int, default=1, help="worker processes per gateway")
+    parser.add_argument("--profile", type=Path, help="write each gateway's py-spy collapsed stacks here (SQLite phase)")
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
@@ -383,10 +384,25 @@ def run_gateways(layout: fed.Layout, ports: fed.Ports, args: argparse.Namespace,
         for key, proc in zip(("health", "civil"), procs, strict=True):
             wait_ready(f"http://127.0.0.1:{ports.client_side[key]}/readyz", proc)
         entry = f"http://127.0.0.1:{ports.client_side['health']}"
-        return measured(procs, lambda: load(entry + "/", entry + "/r1/DEMO/GOV/1001/population/bench/declarations",
-                                            args.seconds, args.concurrency, args.max_requests))
+        profilers = profile(procs, args) if args.profile and message_log.get("store") == "sqlite" else []
+        try:
+            return measured(procs, lambda: load(entry + "/", entry + "/r1/DEMO/GOV/1001/population/bench/declarations",
+                                                args.seconds, args.concurrency, args.max_requests))
+        finally:
+            for profiler in profilers:
+                profiler.wait(timeout=args.seconds + 60)
     finally:
         stop(procs)
+
+
+def profile(procs: list[subprocess.Popen[bytes]], args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
+    """Sample each gateway with py-spy for the length of the load; collapsed stacks, one file per gateway."""
+    args.profile.mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen(["py-spy", "record", "--pid", str(proc.pid), "--subprocesses", "--nonblocking",
+                              "--duration", str(int(args.seconds)), "--format", "raw",
+                              "--output", str(args.profile / f"{key}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for key, proc in zip(("client-gateway", "provider-gateway"), procs, strict=True)]
 
 
 PG_ADMIN_DSN = os.environ.get("WASL_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -20,6 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from gateway.core import batchsig
 from gateway.core.faults import Code, Fault, Origin
 
 FORMAT_VERSION = 1
@@ -119,19 +120,60 @@ def encode_manifest(manifest: RequestManifest | ResponseManifest) -> bytes:
     return _ENCODER.encode(manifest.to_json()).encode()
 
 
+def sign_bytes(data: bytes, key: ec.EllipticCurvePrivateKey) -> bytes:
+    """A DER ECDSA P-256/SHA-256 signature: over a manifest, or over a batch root (core/batchsig.py)."""
+    return key.sign(data, _ECDSA_SHA256)
+
+
 def sign(manifest: bytes, key: ec.EllipticCurvePrivateKey, signer_cert_der: bytes) -> SignedParts:
-    return SignedParts(manifest, key.sign(manifest, _ECDSA_SHA256), signer_cert_der)
+    return SignedParts(manifest, sign_bytes(manifest, key), signer_cert_der)
 
 
 def _malformed(origin: Origin, message: str) -> Fault:
     return Fault(origin, Code.MALFORMED_SIGNATURE, message)
 
 
-def verify_signature(parts: SignedParts, public_key: ec.EllipticCurvePublicKey, origin: Origin) -> None:
+def signed_content(parts: SignedParts) -> tuple[bytes, bytes]:
+    """(the bytes the ECDSA signature covers, the DER ECDSA signature): the manifest itself, or for a batch
+    signature (core/batchsig.py) the batch root recomputed from the manifest and its proof path."""
+    if batchsig.is_batch(parts.signature):
+        return batchsig.signed_root(parts.manifest, parts.signature)
+    return parts.manifest, parts.signature
+
+
+def verify_signature(parts: SignedParts, public_key: ec.EllipticCurvePublicKey, origin: Origin,
+                     verified: VerifiedSignatures | None = None) -> None:
+    """Check the signature over the manifest; ``verified`` skips the ECDSA step for a batch root seen before."""
     try:
-        public_key.verify(parts.signature, parts.manifest, _ECDSA_SHA256)
+        content, signature = signed_content(parts)
+    except batchsig.BatchSignatureError as exc:
+        raise _malformed(origin, str(exc)) from None
+    memo_key = (content, signature, parts.signer_cert)
+    if verified is not None and memo_key in verified:
+        return
+    try:
+        public_key.verify(signature, content, _ECDSA_SHA256)
     except InvalidSignature:
         raise Fault(origin, Code.INVALID_SIGNATURE_VALUE, "signature does not match the message") from None
+    if verified is not None and content is not parts.manifest:  # only batch roots come back
+        verified.add(memo_key)
+
+
+class VerifiedSignatures:
+    """Batch-root signatures already verified, per signer certificate: the messages of one batch arrive
+    together, and only the first of them pays for the ECDSA verification. Bounded; cleared when full."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._seen: set[tuple[bytes, bytes, bytes]] = set()
+        self._max = max_entries
+
+    def __contains__(self, key: tuple[bytes, bytes, bytes]) -> bool:
+        return key in self._seen
+
+    def add(self, key: tuple[bytes, bytes, bytes]) -> None:
+        if len(self._seen) >= self._max:
+            self._seen.clear()
+        self._seen.add(key)
 
 
 def _decode(manifest: bytes, expected_type: str, origin: Origin) -> dict[str, Any]:

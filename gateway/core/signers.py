@@ -8,7 +8,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.core.certificates import CertificateError, check_sign_certificate
-from gateway.core.envelope import SignedParts, load_signer
+from gateway.core.envelope import SignedParts, VerifiedSignatures, load_signer, verify_signature
 from gateway.core.faults import Code, Fault, Origin
 
 
@@ -19,6 +19,11 @@ class SignerTrust:
     def __init__(self, max_entries: int = 4096) -> None:
         self._memo: dict[tuple[bytes, str, int], tuple[ec.EllipticCurvePublicKey, dt.datetime]] = {}
         self._max = max_entries
+        self._verified = VerifiedSignatures(max_entries)
+
+    def verify(self, parts: SignedParts, public_key: ec.EllipticCurvePublicKey, origin: Origin) -> None:
+        """Verify the message's signature, remembering verified batch roots (core/batchsig.py)."""
+        verify_signature(parts, public_key, origin, self._verified)
 
     def public_key_for(self, parts: SignedParts, member_path: str, approved_cas: list[x509.Certificate],
                        conf_serial: int, now: dt.datetime, origin: Origin) -> ec.EllipticCurvePublicKey:

@@ -15,16 +15,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from gateway.core import envelope
 from gateway.core.certificates import (
     CertificateError,
     check_issued_by_approved_ca,
     check_sign_certificate,
     check_validity,
 )
+from gateway.core.envelope import SignedParts
+from gateway.core.faults import Fault, Origin
 from gateway.core.timestamp import TimestampError, TimestampInfo, verify_timestamp_response
 from gateway.messagelog import archive as fmt
 from gateway.messagelog import merkle, zipcanon
@@ -35,7 +36,6 @@ from gateway.messagelog.store import TimestampRecord
 
 # A token stamped noticeably before a record it covers was created means a clock, or the log, is wrong.
 TOKEN_SKEW_MS = 300_000
-_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +72,7 @@ class SignerMemo:
     def __init__(self) -> None:
         self.parsed: dict[bytes, tuple[x509.Certificate, object]] = {}
         self.issuer: dict[tuple[bytes, str], x509.Certificate] = {}
+        self.verified = envelope.VerifiedSignatures()  # batch roots, verified once for all their records
 
     def load(self, der: bytes) -> tuple[x509.Certificate, object]:
         hit = self.parsed.get(der)
@@ -107,9 +108,10 @@ def check_message(record: LogRecord, cas: Sequence[x509.Certificate],
         out.append(("signature", "the signer certificate does not hold an ECDSA key"))
     else:
         try:
-            key.verify(record.signature, record.manifest, _ECDSA_SHA256)
-        except InvalidSignature:
-            out.append(("signature", "the signature does not verify over the signed manifest"))
+            envelope.verify_signature(SignedParts(record.manifest, record.signature, record.signer_cert), key,
+                                      Origin.SERVER_PROXY, memo.verified)
+        except Fault as exc:
+            out.append(("signature", f"the signature does not verify over the signed manifest: {exc.message}"))
     try:
         manifest = json.loads(record.manifest)
         if not isinstance(manifest, dict):

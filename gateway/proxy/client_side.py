@@ -231,7 +231,7 @@ class ClientProxy:
                     manifest: envelope.RequestManifest, body: bytes, exchange: metrics.Exchange) -> Relayed:
         identity = self.rt.signing_identity(client.member.path(), Origin.CLIENT_PROXY)
         manifest_bytes = envelope.encode_manifest(manifest)
-        parts = envelope.sign(manifest_bytes, identity.key, identity.certificate_der)
+        parts = await identity.signer.sign(manifest_bytes)
         expected_hash = envelope.request_hash(manifest_bytes)
         provider_path = service.provider.path()
         candidates = order_gateways(conf.gateways_for(provider_path), self.rt.health, time.monotonic(),
@@ -288,6 +288,6 @@ class ClientProxy:
         origin = Origin.CLIENT_PROXY
         key = self.rt.signer_trust.public_key_for(parts, service.member.path(), conf.approved_ca_certificates,
                                                   conf.serial, self.rt.now(), origin)
-        envelope.verify_signature(parts, key, origin)
+        self.rt.signer_trust.verify(parts, key, origin)
         manifest = envelope.parse_response(parts, body, expected_hash, origin)
         return Relayed(manifest, body, expected_hash, request_id)

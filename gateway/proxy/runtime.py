@@ -9,7 +9,7 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -30,6 +30,7 @@ from gateway.messagelog.records import LogFields
 from gateway.messagelog.timestamper import TsaEndpoint
 from gateway.monitoring import metrics, opwriter
 from gateway.proxy import tls
+from gateway.proxy.batchsigner import BatchSigner
 from gateway.proxy.confclient import GlobalConfClient
 from gateway.proxy.httpio import read_limited
 from gateway.proxy.peerlink import PeerLinkClient
@@ -55,6 +56,11 @@ class SigningIdentity:
     key: ec.EllipticCurvePrivateKey
     certificate_der: bytes
     not_after: dt.datetime
+    signer: BatchSigner = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "signer", BatchSigner(lambda data: envelope.sign_bytes(data, self.key),
+                                                       self.certificate_der))
 
 
 async def read_body(request: web.Request, limit: int, origin: Origin) -> bytes:

@@ -93,7 +93,7 @@ class ServerProxy:
         now = self.rt.now()
         key = self.rt.signer_trust.public_key_for(parts, client.member.path(), conf.approved_ca_certificates,
                                                   conf.serial, now, _ORIGIN)
-        envelope.verify_signature(parts, key, _ORIGIN)
+        self.rt.signer_trust.verify(parts, key, _ORIGIN)
         skew_ms = self.rt.settings.clock_skew_seconds * 1000
         if abs(now.timestamp() * 1000 - manifest.created_ms) > skew_ms:
             raise Fault(_ORIGIN, Code.MALFORMED_SIGNATURE, "message time is outside the allowed clock skew")
@@ -143,7 +143,8 @@ class ServerProxy:
             metrics.BACKEND_DURATION.labels(labels["service"]).observe(waited)
             if settings.validator is not None:
                 settings.validator.response(manifest.method, manifest.path, status, headers, resp_body)
-        signed, response_manifest = self._sign_response(service, manifest, parts.manifest, status, headers, resp_body)
+        signed, response_manifest = await self._sign_response(service, manifest, parts.manifest, status, headers,
+                                                              resp_body)
         await self.rt.message_log.record(self.rt.log_fields(
             direction="response", side="provider", request=manifest, parts=signed, body=resp_body,
             body_sha512=response_manifest.body_sha512, log_body=log_body), origin=_ORIGIN)
@@ -217,7 +218,7 @@ class ServerProxy:
 
     # -- the signed response -----------------------------------------------------------------------------------
 
-    def _sign_response(self, service: ids.ServiceId, request: envelope.RequestManifest, request_manifest: bytes,
+    async def _sign_response(self, service: ids.ServiceId, request: envelope.RequestManifest, request_manifest: bytes,
                        status: int, headers: list[tuple[str, str]],
                        body: bytes) -> tuple[envelope.SignedParts, envelope.ResponseManifest]:
         identity = self.rt.signing_identity(service.member.path(), _ORIGIN)
@@ -225,4 +226,4 @@ class ServerProxy:
             xroad_id=request.xroad_id, request_id=request.request_id,
             request_hash=envelope.request_hash(request_manifest), status=status, headers=tuple(headers),
             body_sha512=envelope.body_digest(body), body_length=len(body), created_ms=int(time.time() * 1000))
-        return envelope.sign(envelope.encode_manifest(response), identity.key, identity.certificate_der), response
+        return await identity.signer.sign(envelope.encode_manifest(response)), response
