@@ -347,3 +347,18 @@ def test_federation_field_errors(tmp_path: Path) -> None:
     assert "gateways.0.address: must be an absolute https URL" in message
     assert "gateways.1: give auth_certificate" in message
     assert "approved_cas:" in message
+
+
+def test_tls_under_server_side_is_refused_not_ignored(tmp_path: Path) -> None:
+    data = gateway_config()
+    data["server_side"]["tls"] = {"certificate": "c.pem", "key": "c.key"}
+    assert "server_side.tls: the server side always uses mutual TLS" in config_error(write(tmp_path, data))
+
+
+def test_caller_certificates_need_client_cas(tmp_path: Path) -> None:
+    data = gateway_config()
+    data["adapters"] = [{"name": "clinic", "protocol": "rest", "service": "DEMO/GOV/1001/population/households",
+                         "client_certificates": {"ab" * 32: "DEMO/GOV/1003/patients"}}]
+    assert "adapters.0.client_certificates: callers present no certificate" in config_error(write(tmp_path, data))
+    data["client_side"]["tls"] = {"certificate": "c.pem", "key": "c.key", "client_cas": "cas.pem"}
+    load_model(write(tmp_path, data), GatewaySettings)

@@ -565,6 +565,18 @@ class GatewaySettings(_Model):
         return self
 
     @model_validator(mode="after")
+    def _tls_where_it_applies(self) -> GatewaySettings:
+        if self.server_side.tls is not None:
+            raise ValueError("server_side.tls: the server side always uses mutual TLS with the auth certificate "
+                             "(auth:); remove this field")
+        client_cas = self.client_side.tls.client_cas if self.client_side.tls else None
+        for i, adapter in enumerate(self.adapters):
+            if adapter.client_certificates and client_cas is None:
+                raise ValueError(f"adapters.{i}.client_certificates: callers present no certificate unless "
+                                 "client_side.tls.client_cas is set")
+        return self
+
+    @model_validator(mode="after")
     def _unique_services(self) -> GatewaySettings:
         seen: set[str] = set()
         for i, service in enumerate(self.services):
