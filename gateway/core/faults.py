@@ -43,6 +43,7 @@ class Code(StrEnum):
     # Signatures and certificates
     SSL_AUTHENTICATION_FAILED = "SslAuthenticationFailed"
     CERT_VALIDATION = "CertValidation"
+    CERT_REVOKED = "CertificateRevoked"  # an OCSP response says the signer's certificate is revoked
     INVALID_SIGNATURE_VALUE = "InvalidSignatureValue"
     MALFORMED_SIGNATURE = "MalformedSignature"
     # Global configuration

@@ -64,9 +64,10 @@ class Issued:
 class CertificateAuthority:
     """A root CA that issues the two certificate profiles the federation uses."""
 
-    def __init__(self, key: PrivateKey, certificate: x509.Certificate) -> None:
+    def __init__(self, key: PrivateKey, certificate: x509.Certificate, directory: Path | None = None) -> None:
         self.key = key
         self.certificate = certificate
+        self.directory = directory  # when set, every issued certificate is recorded in its status database
 
     @classmethod
     def create(cls, name: str = "Wasl Development Root CA", days: int = 3650) -> CertificateAuthority:
@@ -87,20 +88,26 @@ class CertificateAuthority:
 
     @classmethod
     def load(cls, directory: Path) -> CertificateAuthority:
-        return cls(load_key(directory / "ca.key"), load_certificate(directory / "ca.pem"))
+        return cls(load_key(directory / "ca.key"), load_certificate(directory / "ca.pem"), directory)
 
     def save(self, directory: Path) -> None:
         save_key(directory / "ca.key", self.key)
         save_certificate(directory / "ca.pem", self.certificate)
+        self.directory = directory
 
     def _issue(self, builder: x509.CertificateBuilder) -> x509.Certificate:
         ski = self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        return (
+        cert = (
             builder
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .sign(self.key, hashes.SHA256())
         )
+        if self.directory is not None:  # so the OCSP responder answers "good" for it, not "unknown"
+            from gateway.trust.ca_status import StatusDatabase
+
+            StatusDatabase(self.directory).record_issued(cert)
+        return cert
 
     def issue_sign_certificate(self, member: MemberId, member_name: str, public_key: ec.EllipticCurvePublicKey,
                                days: int = 365, not_before: dt.datetime | None = None) -> x509.Certificate:
