@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--server", help="auth: INST/CLASS/CODE/serverCode")
     issue.add_argument("--days", type=int, default=365)
     issue.set_defaults(func=_pki_issue)
+    from gateway.trust.commands import register as register_status
+
+    register_status(pki)  # wasl pki ocsp serve, wasl pki revoke
 
     from gateway.messagelog.commands import register
 

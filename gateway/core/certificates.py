@@ -50,10 +50,10 @@ def check_issued_by_approved_ca(cert: x509.Certificate, approved_cas: list[x509.
 
 
 def check_sign_certificate(cert: x509.Certificate, approved_cas: list[x509.Certificate], member_path: str,
-                           now: dt.datetime) -> None:
+                           now: dt.datetime) -> x509.Certificate:
     """A sign certificate is trusted for ``member_path`` if an approved CA issued it, it is valid now,
-    it allows non-repudiation or digital signatures, and its subject names that member."""
-    check_issued_by_approved_ca(cert, approved_cas, now)
+    it allows non-repudiation or digital signatures, and its subject names that member. Returns that CA."""
+    issuer = check_issued_by_approved_ca(cert, approved_cas, now)
     try:
         usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound as exc:
@@ -63,3 +63,4 @@ def check_sign_certificate(cert: x509.Certificate, approved_cas: list[x509.Certi
     named = member_of_sign_certificate(cert)
     if named != member_path:
         raise CertificateError(f"sign certificate names member {named!r}, not {member_path!r}")
+    return issuer

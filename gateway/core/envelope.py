@@ -110,6 +110,7 @@ class SignedParts:
     manifest: bytes
     signature: bytes
     signer_cert: bytes  # DER
+    ocsp: bytes = b""  # the signer certificate's OCSP response (DER), when its CA runs a responder
 
 
 # json.dumps with non-default options builds a new encoder per call; one shared encoder is measurably cheaper.

@@ -5,7 +5,8 @@ exchanges: a frame names its stream, so responses may come back in any order. Th
 small: HTTP's parsing and header handling cost more CPU than the signature itself.
 
     frame   = u32 length-of-rest | u32 stream | u8 kind | u32 len | manifest | u16 len | signature
-              | u16 len | signer certificate (DER) | u32 len | body          (all big-endian)
+              | u16 len | signer certificate (DER) | u16 len | OCSP response (DER, may be empty)
+              | u32 len | body                                                  (all big-endian)
 
 A fault frame carries the fault as JSON in the manifest slot and leaves the others empty.
 """
@@ -40,16 +41,18 @@ class Frame:
     signature: bytes
     signer_cert: bytes
     body: bytes
+    ocsp: bytes = b""  # the signer certificate's stapled OCSP response (core/ocsp.py)
 
 
 def encode(frame: Frame) -> list[bytes]:
     """Frame bytes as chunks for ``writelines``, so the body is never copied."""
-    if len(frame.signature) > 0xFFFF or len(frame.signer_cert) > 0xFFFF:
-        raise FrameError("signature or certificate too large for a frame")
+    if len(frame.signature) > 0xFFFF or len(frame.signer_cert) > 0xFFFF or len(frame.ocsp) > 0xFFFF:
+        raise FrameError("signature, certificate or OCSP response too large for a frame")
     meta = b"".join((
         _U32.pack(len(frame.manifest)), frame.manifest,
         _U16.pack(len(frame.signature)), frame.signature,
         _U16.pack(len(frame.signer_cert)), frame.signer_cert,
+        _U16.pack(len(frame.ocsp)), frame.ocsp,
         _U32.pack(len(frame.body)),
     ))
     rest = 5 + len(meta) + len(frame.body)  # stream id + kind + meta + body
@@ -85,7 +88,7 @@ class Decoder:
         offset = 0
         while len(buf) - offset >= 4:
             (rest,) = _U32.unpack_from(buf, offset)
-            if rest < 5 + 4 + 2 + 2 + 4:
+            if rest < 5 + 4 + 2 + 2 + 2 + 4:
                 raise FrameError("frame is too short")
             if rest > self.max_frame_bytes:
                 if len(buf) - offset < 8:
@@ -128,7 +131,8 @@ class Decoder:
         manifest, pos = field(5, _U32)
         signature, pos = field(pos, _U16)
         cert, pos = field(pos, _U16)
+        ocsp, pos = field(pos, _U16)
         body, pos = field(pos, _U32)
         if pos != end:
             raise FrameError("frame has trailing bytes")
-        return Frame(stream, kind, manifest, signature, cert, body)
+        return Frame(stream, kind, manifest, signature, cert, body, ocsp)

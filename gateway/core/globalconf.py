@@ -137,6 +137,21 @@ class GlobalConf:
     def approved_ca_certificates(self) -> list[x509.Certificate]:
         return [x509.load_der_x509_certificate(unb64(ca.certificate)) for ca in self.document.approved_cas]
 
+    @cached_property
+    def ocsp_responders_by_ca(self) -> dict[bytes, tuple[str, ...]]:
+        """The OCSP responder URLs of each approved CA, keyed by the CA certificate's DER."""
+        return {unb64(ca.certificate): tuple(ca.ocsp_responders) for ca in self.document.approved_cas}
+
+    def ocsp_responders_for(self, ca: x509.Certificate) -> tuple[str, ...]:
+        """Where to ask about certificates ``ca`` issued; empty when the CA runs no OCSP (no status check)."""
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        return self.ocsp_responders_by_ca.get(ca.public_bytes(Encoding.DER), ())
+
+    @property
+    def ocsp_freshness(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self.document.ocsp_freshness_seconds)
+
     def is_expired(self, now: dt.datetime) -> bool:
         return now >= self.document.expires_at
 
@@ -163,12 +178,12 @@ def build_document(*, instance: str, serial: int, generated_at: dt.datetime, val
                    refresh_seconds: int, approved_cas: list[ApprovedCA], members: list[Member],
                    gateways: list[Gateway], global_groups: list[GlobalGroup],
                    timestamping_authorities: list[TimestampingAuthority] | None = None,
-                   monitoring_client: str | None = None) -> bytes:
+                   monitoring_client: str | None = None, ocsp_freshness_seconds: int = 3600) -> bytes:
     doc = GlobalConfDocument(
         instance=instance, serial=serial, generated_at=generated_at, expires_at=generated_at + validity,
         refresh_seconds=refresh_seconds, approved_cas=approved_cas, members=members, gateways=gateways,
         global_groups=global_groups, timestamping_authorities=timestamping_authorities or [],
-        monitoring_client=monitoring_client,
+        monitoring_client=monitoring_client, ocsp_freshness_seconds=ocsp_freshness_seconds,
     )
     return doc.model_dump_json().encode()
 

@@ -132,6 +132,9 @@ class RegistrySettings(_Model):
     signing_certificate: Path
     validity_seconds: int = Field(600, ge=30)
     refresh_seconds: int = Field(60, ge=1)
+    # How old a stapled OCSP response may be (from its thisUpdate) before gateways refuse it; this bounds how
+    # long a revoked certificate can still be used.
+    ocsp_freshness_seconds: int = Field(3600, ge=2)
 
     resolve_paths = field_validator("signing_key", "signing_certificate")(_relative_to_file)
 

@@ -46,6 +46,12 @@ GLOBALCONF_EXPIRY = Gauge(f"{PREFIX}_globalconf_expiry_timestamp_seconds",
                           "When the held global configuration expires (Unix time)", multiprocess_mode="max")
 CERT_EXPIRY = Gauge(f"{PREFIX}_certificate_expiry_timestamp_seconds", "When a certificate of this gateway expires",
                     ["kind", "member"], multiprocess_mode="min")
+OCSP_RESPONSE_AGE = Gauge(f"{PREFIX}_ocsp_response_age_seconds",
+                          "Age (from thisUpdate) of the OCSP response held for a certificate of this gateway",
+                          ["certificate"], multiprocess_mode="max")
+OCSP_FETCH_FAILURES = Counter(f"{PREFIX}_ocsp_fetch_failures_total",
+                              "OCSP refreshes for a certificate of this gateway that got no usable response",
+                              ["certificate"])
 MESSAGELOG_PENDING = Gauge(f"{PREFIX}_messagelog_pending_records", "Message-log records waiting to be committed",
                            multiprocess_mode="livesum")
 MESSAGELOG_TIMESTAMPING_STATE = Gauge(

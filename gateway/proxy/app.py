@@ -36,6 +36,9 @@ def _health_routes(app: web.Application, runtime: GatewayRuntime) -> None:
         expired, expiring = runtime.certificate_problems()
         if expired:
             return web.Response(status=503, text=f"not ready: {expired}\n")
+        status_problem = runtime.own_status.problem(conf, runtime.now())
+        if status_problem:
+            return web.Response(status=503, text=f"not ready: {status_problem}\n")
         stamping = runtime.message_log.timestamping_problem()
         if stamping is not None:
             refusing, why = stamping

@@ -230,6 +230,7 @@ class ClientProxy:
     async def relay(self, conf: GlobalConf, client: ids.ClientId, service: ids.ServiceId,
                     manifest: envelope.RequestManifest, body: bytes, exchange: metrics.Exchange) -> Relayed:
         identity = self.rt.signing_identity(client.member.path(), Origin.CLIENT_PROXY)
+        staple = self.rt.staple(identity, conf, Origin.CLIENT_PROXY)
         manifest_bytes = envelope.encode_manifest(manifest)
         parts = await identity.signer.sign(manifest_bytes)
         expected_hash = envelope.request_hash(manifest_bytes)
@@ -244,7 +245,7 @@ class ClientProxy:
             health = self.rt.health.setdefault(gw.address, PeerHealth())
             link = self.rt.peer_link(gw, conf)
             exchange.describe(manifest, gw.server)
-            frame = Frame(0, Kind.REQUEST, parts.manifest, parts.signature, parts.signer_cert, body)
+            frame = Frame(0, Kind.REQUEST, parts.manifest, parts.signature, parts.signer_cert, body, staple)
             sent = time.perf_counter()
             try:
                 reply = await link.request(frame, timeout)
@@ -270,7 +271,7 @@ class ClientProxy:
                     raise Fault.from_dict(json.loads(reply.manifest))
                 except ValueError:
                     raise Fault(Origin.SERVER_PROXY, Code.INTERNAL_ERROR, "unreadable fault from peer") from None
-            signed = envelope.SignedParts(reply.manifest, reply.signature, reply.signer_cert)
+            signed = envelope.SignedParts(reply.manifest, reply.signature, reply.signer_cert, reply.ocsp)
             relayed = self._verify_response(conf, service, signed, reply.body, expected_hash, manifest.request_id)
             log_body = self.rt.settings.message_log.log_bodies
             await self.rt.message_log.record(
@@ -289,5 +290,6 @@ class ClientProxy:
         key = self.rt.signer_trust.public_key_for(parts, service.member.path(), conf.approved_ca_certificates,
                                                   conf.serial, self.rt.now(), origin)
         self.rt.signer_trust.verify(parts, key, origin)
+        self.rt.signer_trust.check_status(parts, conf, self.rt.now(), origin)
         manifest = envelope.parse_response(parts, body, expected_hash, origin)
         return Relayed(manifest, body, expected_hash, request_id)

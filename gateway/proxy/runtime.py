@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import importlib.metadata
 import logging
@@ -33,6 +34,7 @@ from gateway.proxy import tls
 from gateway.proxy.batchsigner import BatchSigner
 from gateway.proxy.confclient import GlobalConfClient
 from gateway.proxy.httpio import read_limited
+from gateway.proxy.ocspstaple import OwnCertificateStatus
 from gateway.proxy.peerlink import PeerLinkClient
 from gateway.trust.pki import load_certificate, load_key
 from gateway.trust.tsa import request_timestamp
@@ -82,11 +84,16 @@ class GatewayRuntime:
         self.server_id = settings.server_id
         self.server_path = self.server_id.path()
         self.signing: dict[str, SigningIdentity] = {}
+        own_certificates: dict[str, x509.Certificate] = {}
         for entry in settings.signing:
             cert = load_certificate(entry.certificate)
             self.signing[entry.member] = SigningIdentity(entry.member, load_key(entry.key),
                                                          cert.public_bytes(Encoding.DER), cert.not_valid_after_utc)
-        self.auth_not_after = load_certificate(settings.auth.certificate).not_valid_after_utc
+            own_certificates[f"sign {entry.member}"] = cert
+        auth_certificate = load_certificate(settings.auth.certificate)
+        self.auth_not_after = auth_certificate.not_valid_after_utc
+        own_certificates["auth"] = auth_certificate
+        self.own_status = OwnCertificateStatus(own_certificates, settings.state_dir)  # OCSP for our own certs
         self.services: dict[str, ServiceSettings] = {
             s.service_id.unversioned().path(): s for s in settings.services}
         log_settings = settings.message_log
@@ -108,6 +115,7 @@ class GatewayRuntime:
         self.backend: aiohttp.ClientSession | None = None
         self._registry: aiohttp.ClientSession | None = None
         self._conf_task: asyncio.Task[None] | None = None
+        self._ocsp_task: asyncio.Task[None] | None = None
         self.server_ssl: ssl.SSLContext | None = None
         self.conf.on_change(self._conf_changed)
 
@@ -129,8 +137,16 @@ class GatewayRuntime:
         if self.conf.current is None:
             raise RuntimeError(f"no global configuration from {self.settings.anchor.registry_url} "
                                f"within {wait_for_conf_seconds:.0f} s: {self.conf.last_error}")
+        # Certificate status before the first message: a cached response covers a responder outage at start-up.
+        self.own_status.load_cached(self.conf.current, self.now())
+        await self.own_status.refresh(self._registry, self.conf.current, self.now())
+        self._ocsp_task = asyncio.create_task(self.own_status.run(self._registry, lambda: self.conf.current))
 
     async def close(self) -> None:
+        if self._ocsp_task is not None:
+            self._ocsp_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ocsp_task
         if self._conf_task is not None:
             await self.conf.stop(self._conf_task)
         for _, link in self._peers.values():
@@ -198,6 +214,10 @@ class GatewayRuntime:
             raise Fault(origin, Code.INTERNAL_ERROR, f"this gateway holds no sign key for member {member_path}")
         return identity
 
+    def staple(self, identity: SigningIdentity, conf: GlobalConf, origin: Origin) -> bytes:
+        """The OCSP response to staple to messages signed by ``identity`` (b"" where its CA runs no OCSP)."""
+        return self.own_status.staple(f"sign {identity.member}", conf, self.now(), origin)
+
     def log_fields(self, *, direction: str, side: str, request: envelope.RequestManifest,
                    parts: envelope.SignedParts, body: bytes, body_sha512: str, log_body: bool) -> LogFields:
         """One message-log record; the body digest comes from the signed manifest, not a second hash."""
@@ -243,6 +263,7 @@ class GatewayRuntime:
             metrics.CERT_EXPIRY.labels("sign", member).set(identity.not_after.timestamp())
         metrics.CERT_EXPIRY.labels("auth", self.server_id.owner.path()).set(self.auth_not_after.timestamp())
         metrics.BUILD_INFO.labels(BUILD_VERSION).set(1)
+        self.own_status.update_gauges(self.now())
         writer = self.message_log.writer
         metrics.MESSAGELOG_PENDING.set(writer.pending if writer is not None else 0)
         stamper = self.message_log.timestamper

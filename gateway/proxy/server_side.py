@@ -44,8 +44,9 @@ class ServerProxy:
         labels: dict[str, str] = {}
         try:
             parts, body, status = await self.process(fingerprint, envelope.SignedParts(
-                frame.manifest, frame.signature, frame.signer_cert), frame.body, exchange, labels)
-            reply = Frame(frame.stream, Kind.RESPONSE, parts.manifest, parts.signature, parts.signer_cert, body)
+                frame.manifest, frame.signature, frame.signer_cert, frame.ocsp), frame.body, exchange, labels)
+            reply = Frame(frame.stream, Kind.RESPONSE, parts.manifest, parts.signature, parts.signer_cert, body,
+                          parts.ocsp)
             fault_code = ""
         except Fault as fault:
             detail = str(uuid.uuid4())
@@ -94,6 +95,7 @@ class ServerProxy:
         key = self.rt.signer_trust.public_key_for(parts, client.member.path(), conf.approved_ca_certificates,
                                                   conf.serial, now, _ORIGIN)
         self.rt.signer_trust.verify(parts, key, _ORIGIN)
+        self.rt.signer_trust.check_status(parts, conf, now, _ORIGIN)
         skew_ms = self.rt.settings.clock_skew_seconds * 1000
         if abs(now.timestamp() * 1000 - manifest.created_ms) > skew_ms:
             raise Fault(_ORIGIN, Code.MALFORMED_SIGNATURE, "message time is outside the allowed clock skew")
@@ -222,8 +224,10 @@ class ServerProxy:
                        status: int, headers: list[tuple[str, str]],
                        body: bytes) -> tuple[envelope.SignedParts, envelope.ResponseManifest]:
         identity = self.rt.signing_identity(service.member.path(), _ORIGIN)
+        staple = self.rt.staple(identity, self.rt.require_conf(_ORIGIN), _ORIGIN)
         response = envelope.ResponseManifest(
             xroad_id=request.xroad_id, request_id=request.request_id,
             request_hash=envelope.request_hash(request_manifest), status=status, headers=tuple(headers),
             body_sha512=envelope.body_digest(body), body_length=len(body), created_ms=int(time.time() * 1000))
-        return await identity.signer.sign(envelope.encode_manifest(response)), response
+        parts = await identity.signer.sign(envelope.encode_manifest(response))
+        return envelope.SignedParts(parts.manifest, parts.signature, parts.signer_cert, staple), response

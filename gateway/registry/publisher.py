@@ -67,6 +67,7 @@ class Publisher:
             global_groups=[gc.GlobalGroup(code=g.code, description=g.description, members=g.members)
                            for g in fed.global_groups],
             monitoring_client=fed.monitoring_client,
+            ocsp_freshness_seconds=fed.registry.ocsp_freshness_seconds,
         )
 
     def publish(self, now: dt.datetime) -> bytes:

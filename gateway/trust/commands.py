@@ -1,0 +1,75 @@
+"""``wasl pki ocsp serve`` and ``wasl pki revoke``: the development CA's certificate-status commands."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+from gateway.audit.trail import AuditTrail, current_user
+from gateway.configfile import ConfigError
+
+
+def _audit(ca_dir: Path) -> AuditTrail:
+    return AuditTrail(ca_dir / "audit.jsonl")
+
+
+def _ocsp_serve(args: argparse.Namespace) -> int:
+    from gateway.trust.ocsp_responder import Responder, serve
+
+    if not (args.ca / "ca.pem").exists():
+        raise ConfigError(f"{args.ca}: no ca.pem here; create the CA with wasl pki init")
+    responder = Responder.for_ca_dir(args.ca, dt.timedelta(seconds=args.validity_seconds))
+    serve(responder, args.host, args.port,
+          banner=f"OCSP responder for {responder.ca_certificate.subject.rfc4514_string()} "
+                 f"on http://{args.host}:{args.port}/")
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    from gateway.trust.ca_status import REASONS, StatusDatabase
+    from gateway.trust.pki import load_certificate
+
+    if args.cert is not None:
+        serial = load_certificate(args.cert).serial_number
+    else:
+        try:
+            serial = int(args.serial.replace(":", ""), 16)
+        except ValueError:
+            raise ConfigError(f"--serial {args.serial!r} is not a hexadecimal serial number") from None
+    target = f"serial {serial:x}"
+    trail = _audit(args.ca)
+    try:
+        revocation = StatusDatabase(args.ca).revoke(serial, REASONS[args.reason])
+    except (KeyError, ValueError) as exc:
+        message = exc.args[0] if exc.args else str(exc)
+        trail.record(actor=current_user(), action="pki.revoke", target=target, result="refused",
+                     detail={"reason": args.reason, "error": message})
+        print(f"wasl pki revoke: {message}", file=sys.stderr)
+        return 1
+    trail.record(actor=current_user(), action="pki.revoke", target=target, result="ok",
+                 detail={"reason": args.reason, "revoked_at": revocation.revoked_at.isoformat()})
+    print(f"revoked {target} at {revocation.revoked_at.isoformat()} ({args.reason}); gateways refuse it once "
+          "their cached OCSP responses are refreshed")
+    return 0
+
+
+def register(pki: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from gateway.trust.ca_status import REASONS
+
+    ocsp = pki.add_parser("ocsp", help="the CA's OCSP responder").add_subparsers(dest="ocsp_action", required=True)
+    serve = ocsp.add_parser("serve", help="answer OCSP requests (RFC 6960 over HTTP) from the CA's status database")
+    serve.add_argument("--ca", type=Path, required=True, help="folder with ca.pem and ca.key")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8888)
+    serve.add_argument("--validity-seconds", type=int, default=600, help="nextUpdate - thisUpdate of responses")
+    serve.set_defaults(func=_ocsp_serve)
+
+    revoke = pki.add_parser("revoke", help="revoke a certificate this CA issued")
+    revoke.add_argument("--ca", type=Path, required=True, help="folder with ca.pem and ca.key")
+    which = revoke.add_mutually_exclusive_group(required=True)
+    which.add_argument("--serial", help="the certificate's serial number, hexadecimal")
+    which.add_argument("--cert", type=Path, help="the certificate (PEM)")
+    revoke.add_argument("--reason", choices=sorted(REASONS), default="unspecified")
+    revoke.set_defaults(func=_revoke)
