@@ -129,10 +129,13 @@ def demo_services(backend: str) -> list[fed.Service]:
 
 async def start_federation(directory: Path, *, max_body_bytes: int = 1024 * 1024, validity_seconds: int = 600,
                            services: Callable[[str], list[fed.Service]] | None = None,
-                           settings: dict[str, dict[str, object]] | None = None) -> Federation:
+                           settings: dict[str, dict[str, object]] | None = None,
+                           ocsp_freshness_seconds: int | None = None) -> Federation:
     """``services`` maps the test backend's base URL to the services to publish (default: ``demo_services``);
-    ``settings`` adds gateway settings per agency (e.g. ``{"health": {"adapters": [...]}}``)."""
+    ``settings`` adds gateway settings per agency (e.g. ``{"health": {"adapters": [...]}}``); with
+    ``ocsp_freshness_seconds`` the CA runs an OCSP responder (``federation.ocsp_runner``) and gateways staple."""
     backend_runner, backend_port = await start_app(backend_app())
+    ocsp_port = free_ports(1)[0] if ocsp_freshness_seconds else None
     ports_list = free_ports(7)
     ports = fed.Ports(registry=ports_list[0],
                       client_side={"civil": ports_list[1], "tax": ports_list[2], "health": ports_list[3]},
@@ -143,7 +146,15 @@ async def start_federation(directory: Path, *, max_body_bytes: int = 1024 * 1024
                  for k in ("civil", "tax", "health")}
     layout = fed.build(directory, ports, (services or demo_services)(f"http://127.0.0.1:{backend_port}"),
                        global_groups=[{"code": "trusted", "members": ["DEMO/GOV/1002/tax-records"]}],
-                       validity_seconds=validity_seconds, gateway_overrides=overrides)
+                       validity_seconds=validity_seconds, gateway_overrides=overrides,
+                       ocsp_url=f"http://127.0.0.1:{ocsp_port}/" if ocsp_port else None,
+                       ocsp_freshness_seconds=ocsp_freshness_seconds or 3600)
+    ocsp_runner = None
+    if ocsp_port:
+        from gateway.trust.ocsp_responder import Responder, make_responder_app
+
+        ocsp_runner, _ = await start_app(make_responder_app(Responder.for_ca_dir(directory / "pki" / "ca")),
+                                         ocsp_port)
     registry = Registry(layout.federation_file)
     registry_runner, _ = await start_app(registry.app(), ports.registry)
     gateways = {}
@@ -154,6 +165,7 @@ async def start_federation(directory: Path, *, max_body_bytes: int = 1024 * 1024
     session = aiohttp.ClientSession()
     federation = Federation(layout, gateways, registry, session, backend_port)
     federation._runners = [backend_runner, registry_runner]  # type: ignore[attr-defined]
+    federation.ocsp_runner = ocsp_runner  # type: ignore[attr-defined]
     return federation
 
 
@@ -163,6 +175,8 @@ async def stop_federation(federation: Federation) -> None:
         await gw.stop()
     for runner in federation._runners:  # type: ignore[attr-defined]
         await runner.cleanup()
+    if getattr(federation, "ocsp_runner", None) is not None:
+        await federation.ocsp_runner.cleanup()  # type: ignore[attr-defined]
 
 
 @pytest.fixture

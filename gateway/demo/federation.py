@@ -89,10 +89,11 @@ def _write_yaml(path: Path, data: object) -> None:
 def build(directory: Path, ports: Ports, services: list[Service], agencies: tuple[Agency, ...] = DEMO_AGENCIES,
           global_groups: list[dict[str, object]] | None = None, validity_seconds: int = 600,
           refresh_seconds: int = 60, gateway_overrides: dict[str, dict[str, object]] | None = None,
-          tsa_url: str | None = None) -> Layout:
+          tsa_url: str | None = None, ocsp_url: str | None = None, ocsp_freshness_seconds: int = 3600) -> Layout:
     """Generate keys and certificates at run time (never committed) and write every configuration file. With
     ``tsa_url``, a TSA key and certificate go to ``pki/tsa/`` and the federation lists that TSA (``wasl tsa serve``
-    must then run there)."""
+    must then run there). With ``ocsp_url``, the federation lists that OCSP responder for the CA (``wasl pki ocsp
+    serve --ca pki/ca`` must then run there) and every signed message must carry a fresh status."""
     directory.mkdir(parents=True, exist_ok=True)
     pki = directory / "pki"
     ca = CertificateAuthority.create()
@@ -121,8 +122,9 @@ def build(directory: Path, ports: Ports, services: list[Service], agencies: tupl
         "instance": INSTANCE,
         "registry": {"host": "127.0.0.1", "port": ports.registry, "signing_key": "pki/registry/signing.key",
                      "signing_certificate": "pki/registry/signing.pem", "validity_seconds": validity_seconds,
-                     "refresh_seconds": refresh_seconds},
-        "approved_cas": [{"name": "Wasl Development Root CA", "certificate": "pki/ca/ca.pem"}],
+                     "refresh_seconds": refresh_seconds, "ocsp_freshness_seconds": ocsp_freshness_seconds},
+        "approved_cas": [{"name": "Wasl Development Root CA", "certificate": "pki/ca/ca.pem",
+                          "ocsp_responders": [ocsp_url] if ocsp_url else []}],
         "members": [{"class": a.member_class, "code": a.member_code, "name": a.name, "subsystems": [a.subsystem]}
                     for a in agencies],
         "gateways": gateways,
