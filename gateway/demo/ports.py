@@ -13,3 +13,12 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def free_port_range(count: int, start: int = 20000, stop: int = 32000, step: int = 100) -> int:
+    """The first base in [start, stop) whose ``count`` ports are all free right now (below the ephemeral range,
+    so the kernel does not hand them out meanwhile); raise RuntimeError if there is none."""
+    for base in range(start, stop, step):
+        if all(port_is_free(base + offset) for offset in range(count)):
+            return base
+    raise RuntimeError(f"no {count} free loopback ports in a row between {start} and {stop}")

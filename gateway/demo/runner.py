@@ -236,8 +236,9 @@ async def demo(directory: Path | None, base_port: int, once: bool) -> int:
     ports = fed.ports_from(base_port, fed.DEMO_AGENCIES)
     tsa_port = base_port + 24
     inquiry_port = base_port + 25
+    ocsp_port = base_port + 26
     wanted = [ports.registry, *ports.client_side.values(), *ports.server_side.values(), base_port + 21,
-              base_port + 22, base_port + 23, tsa_port, inquiry_port]
+              base_port + 22, base_port + 23, tsa_port, inquiry_port, ocsp_port]
     busy = [p for p in wanted if not port_is_free(p)]
     if busy:
         print(f"wasl demo: ports {busy} are in use; choose another range with --base-port", file=sys.stderr)
@@ -251,7 +252,7 @@ async def demo(directory: Path | None, base_port: int, once: bool) -> int:
     services = demo_services(f"http://127.0.0.1:{population_port}/population", tax_url,
                              f"http://127.0.0.1:{legacy_port}/civil", openapi_file)
     layout = fed.build(folder, ports, services, global_groups=GROUPS, gateway_overrides={"health": HEALTH_ADAPTERS},
-                       tsa_url=f"http://127.0.0.1:{tsa_port}/")
+                       tsa_url=f"http://127.0.0.1:{tsa_port}/", ocsp_url=f"http://127.0.0.1:{ocsp_port}/")
     # The unified inquiry asks every gateway as the federation's monitoring client (docs/monitoring.md).
     monitoring = inquiry_setup.enable_monitoring(layout.federation_file, "DEMO/GOV/1001")
     inquiry_file = inquiry_setup.write_settings(folder / "inquiry.yaml", gateway_file=layout.gateway_files["civil"],
@@ -269,6 +270,12 @@ async def demo(directory: Path | None, base_port: int, once: bool) -> int:
                                  "--chain", str(folder / "pki" / "ca" / "ca.pem"), "--port", str(tsa_port)], tsa_log))
             await _wait_ready(session, f"http://127.0.0.1:{tsa_port}/livez", procs[-1], "TSA", tsa_log)
             print(f"  timestamping (TSA)   http://127.0.0.1:{tsa_port}/")
+            # The CA's OCSP responder: every signed message carries a fresh status of its sign certificate.
+            ocsp_log = logs / "ocsp.log"
+            procs.append(_spawn(["pki", "ocsp", "serve", "--ca", str(folder / "pki" / "ca"), "--port", str(ocsp_port)],
+                                ocsp_log))
+            await _wait_ready(session, f"http://127.0.0.1:{ocsp_port}/livez", procs[-1], "OCSP responder", ocsp_log)
+            print(f"  certificate status   http://127.0.0.1:{ocsp_port}/  (OCSP, RFC 6960)")
             reg_log = logs / "registry.log"
             procs.append(_spawn(["registry", "serve", "--config", str(layout.federation_file)], reg_log))
             await _wait_ready(session, f"http://127.0.0.1:{ports.registry}/livez", procs[-1], "registry", reg_log)
