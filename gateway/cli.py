@@ -113,12 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.set_defaults(func=_registry_serve)
+    from gateway.registry.commands import register as register_registry
+
+    register_registry(registry)  # wasl registry requests | approve | reject | anchor
 
     gateway = sub.add_parser("gateway", help="an agency's gateway").add_subparsers(dest="action", required=True)
     gserve = gateway.add_parser("serve", help="run the client and server sides")
     gserve.add_argument("--config", type=Path, required=True, help="gateway YAML file")
     gserve.add_argument("--workers", type=int, help="worker processes (default: from the file)")
     gserve.set_defaults(func=_gateway_serve)
+    from gateway.onboarding.commands import register as register_onboarding
+
+    register_onboarding(gateway)  # wasl gateway init | register
 
     from gateway.inquiry.cli import add_parser as add_inquiry
 

@@ -87,10 +87,10 @@ def backend_app() -> web.Application:
     return app
 
 
-async def start_app(app: web.Application, port: int = 0) -> tuple[web.AppRunner, int]:
+async def start_app(app: web.Application, port: int = 0, ssl_context=None) -> tuple[web.AppRunner, int]:  # type: ignore[no-untyped-def]
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=ssl_context)
     await site.start()
     return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
@@ -130,12 +130,15 @@ def demo_services(backend: str) -> list[fed.Service]:
 async def start_federation(directory: Path, *, max_body_bytes: int = 1024 * 1024, validity_seconds: int = 600,
                            services: Callable[[str], list[fed.Service]] | None = None,
                            settings: dict[str, dict[str, object]] | None = None,
-                           ocsp_freshness_seconds: int | None = None) -> Federation:
+                           ocsp_freshness_seconds: int | None = None, management: tuple[str, ...] | None = None,
+                           registry_refresh_seconds: int = 60) -> Federation:
     """``services`` maps the test backend's base URL to the services to publish (default: ``demo_services``);
     ``settings`` adds gateway settings per agency (e.g. ``{"health": {"adapters": [...]}}``); with
-    ``ocsp_freshness_seconds`` the CA runs an OCSP responder (``federation.ocsp_runner``) and gateways staple."""
+    ``ocsp_freshness_seconds`` the CA runs an OCSP responder (``federation.ocsp_runner``) and gateways staple;
+    with ``management`` (the kinds to auto-approve) the registry runs its management API for onboarding."""
     backend_runner, backend_port = await start_app(backend_app())
     ocsp_port = free_ports(1)[0] if ocsp_freshness_seconds else None
+    management_port = free_ports(1)[0] if management is not None else None
     ports_list = free_ports(7)
     ports = fed.Ports(registry=ports_list[0],
                       client_side={"civil": ports_list[1], "tax": ports_list[2], "health": ports_list[3]},
@@ -148,7 +151,8 @@ async def start_federation(directory: Path, *, max_body_bytes: int = 1024 * 1024
                        global_groups=[{"code": "trusted", "members": ["DEMO/GOV/1002/tax-records"]}],
                        validity_seconds=validity_seconds, gateway_overrides=overrides,
                        ocsp_url=f"http://127.0.0.1:{ocsp_port}/" if ocsp_port else None,
-                       ocsp_freshness_seconds=ocsp_freshness_seconds or 3600)
+                       ocsp_freshness_seconds=ocsp_freshness_seconds or 3600, management_port=management_port,
+                       auto_approve=management or (), refresh_seconds=registry_refresh_seconds)
     ocsp_runner = None
     if ocsp_port:
         from gateway.trust.ocsp_responder import Responder, make_responder_app
@@ -157,6 +161,9 @@ async def start_federation(directory: Path, *, max_body_bytes: int = 1024 * 1024
                                          ocsp_port)
     registry = Registry(layout.federation_file)
     registry_runner, _ = await start_app(registry.app(), ports.registry)
+    management_app = registry.management_app()
+    if management_app is not None:
+        management_runner, _ = await start_app(management_app, management_port or 0, registry.management_ssl())
     gateways = {}
     for key, path in layout.gateway_files.items():
         gw = RunningGateway(load_model(path, GatewaySettings))
@@ -165,6 +172,8 @@ async def start_federation(directory: Path, *, max_body_bytes: int = 1024 * 1024
     session = aiohttp.ClientSession()
     federation = Federation(layout, gateways, registry, session, backend_port)
     federation._runners = [backend_runner, registry_runner]  # type: ignore[attr-defined]
+    if management_app is not None:
+        federation._runners.append(management_runner)  # type: ignore[attr-defined]
     federation.ocsp_runner = ocsp_runner  # type: ignore[attr-defined]
     return federation
 

@@ -178,12 +178,14 @@ def build_document(*, instance: str, serial: int, generated_at: dt.datetime, val
                    refresh_seconds: int, approved_cas: list[ApprovedCA], members: list[Member],
                    gateways: list[Gateway], global_groups: list[GlobalGroup],
                    timestamping_authorities: list[TimestampingAuthority] | None = None,
-                   monitoring_client: str | None = None, ocsp_freshness_seconds: int = 3600) -> bytes:
+                   monitoring_client: str | None = None, ocsp_freshness_seconds: int = 3600,
+                   management_service: str | None = None) -> bytes:
     doc = GlobalConfDocument(
         instance=instance, serial=serial, generated_at=generated_at, expires_at=generated_at + validity,
         refresh_seconds=refresh_seconds, approved_cas=approved_cas, members=members, gateways=gateways,
         global_groups=global_groups, timestamping_authorities=timestamping_authorities or [],
         monitoring_client=monitoring_client, ocsp_freshness_seconds=ocsp_freshness_seconds,
+        management_service=management_service,
     )
     return doc.model_dump_json().encode()
 

@@ -125,6 +125,20 @@ class FederationGroup(_Model):
         return [_check(ids.parse_client, v) for v in values]
 
 
+class ManagementSettings(_Model):
+    """The registry's management API: signed registration requests over mutual TLS (docs/onboarding.md)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(4401, ge=0, le=65535)
+    tls_certificate: Path  # the registry's TLS server certificate, from an approved CA
+    tls_key: Path
+    state_dir: Path = Path("registry-state")  # the request queue and the audit trail
+    auto_approve: list[Literal["register_member", "register_subsystem", "register_gateway", "add_client",
+                               "remove_client", "remove_gateway", "remove_subsystem"]] = Field(default_factory=list)
+
+    resolve_paths = field_validator("tls_certificate", "tls_key", "state_dir")(_relative_to_file)
+
+
 class RegistrySettings(_Model):
     host: str = "127.0.0.1"
     port: int = 4400
@@ -135,6 +149,7 @@ class RegistrySettings(_Model):
     # How old a stapled OCSP response may be (from its thisUpdate) before gateways refuse it; this bounds how
     # long a revoked certificate can still be used.
     ocsp_freshness_seconds: int = Field(3600, ge=2)
+    management: ManagementSettings | None = None  # onboarding by signed registration requests
 
     resolve_paths = field_validator("signing_key", "signing_certificate")(_relative_to_file)
 

@@ -89,7 +89,8 @@ def _write_yaml(path: Path, data: object) -> None:
 def build(directory: Path, ports: Ports, services: list[Service], agencies: tuple[Agency, ...] = DEMO_AGENCIES,
           global_groups: list[dict[str, object]] | None = None, validity_seconds: int = 600,
           refresh_seconds: int = 60, gateway_overrides: dict[str, dict[str, object]] | None = None,
-          tsa_url: str | None = None, ocsp_url: str | None = None, ocsp_freshness_seconds: int = 3600) -> Layout:
+          tsa_url: str | None = None, ocsp_url: str | None = None, ocsp_freshness_seconds: int = 3600,
+          management_port: int | None = None, auto_approve: tuple[str, ...] = ()) -> Layout:
     """Generate keys and certificates at run time (never committed) and write every configuration file. With
     ``tsa_url``, a TSA key and certificate go to ``pki/tsa/`` and the federation lists that TSA (``wasl tsa serve``
     must then run there). With ``ocsp_url``, the federation lists that OCSP responder for the CA (``wasl pki ocsp
@@ -130,6 +131,14 @@ def build(directory: Path, ports: Ports, services: list[Service], agencies: tupl
         "gateways": gateways,
         "global_groups": global_groups or [],
     }
+    if management_port is not None:
+        tls_key = new_key()
+        save_key(pki / "registry" / "tls.key", tls_key)
+        save_certificate(pki / "registry" / "tls.pem",
+                         ca.issue_tls_server_certificate("Wasl Central Registry", tls_key.public_key()))
+        federation["registry"]["management"] = {  # type: ignore[index]
+            "host": "127.0.0.1", "port": management_port, "tls_certificate": "pki/registry/tls.pem",
+            "tls_key": "pki/registry/tls.key", "state_dir": "registry-state", "auto_approve": list(auto_approve)}
     if tsa_url is not None:
         from gateway.trust.tsa import issue_tsa_certificate
 

@@ -68,6 +68,8 @@ class Publisher:
                            for g in fed.global_groups],
             monitoring_client=fed.monitoring_client,
             ocsp_freshness_seconds=fed.registry.ocsp_freshness_seconds,
+            management_service=(f"https://{fed.registry.management.host}:{fed.registry.management.port}"
+                                if fed.registry.management else None),
         )
 
     def publish(self, now: dt.datetime) -> bytes:

@@ -6,14 +6,17 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import ssl
 from pathlib import Path
 
 from aiohttp import web
+from cryptography import x509
 from prometheus_client import Counter, Gauge
 
 from gateway.configfile import load_model
 from gateway.core.settings import FederationConfig
 from gateway.monitoring.metrics import metrics_handler
+from gateway.registry.management import ManagementApi, RequestQueue, effective_federation, server_context
 from gateway.registry.publisher import Publisher
 
 log = logging.getLogger("wasl.registry")
@@ -28,9 +31,32 @@ GLOBALCONF_PATH = "/globalconf"
 class Registry:
     def __init__(self, federation_file: Path) -> None:
         self.federation_file = federation_file
-        self.publisher = Publisher.from_files(load_model(federation_file, FederationConfig))
+        seed = load_model(federation_file, FederationConfig)
+        management = seed.registry.management
+        self.queue = RequestQueue(management.state_dir) if management else None
+        self.publisher = self._publisher(seed)
         self.current = b""
         self._publish()
+
+    def _publisher(self, seed: FederationConfig) -> Publisher:
+        """The file's federation with approved registration requests applied (docs/onboarding.md)."""
+        return Publisher.from_files(effective_federation(seed, self.queue) if self.queue else seed)
+
+    def federation_now(self) -> tuple[FederationConfig, list[x509.Certificate]]:
+        """The federation as it stands (file plus approved requests), re-read so a decision just made counts."""
+        seed = load_model(self.federation_file, FederationConfig)
+        fed = effective_federation(seed, self.queue) if self.queue else seed
+        return fed, list(self.publisher.ca_certificates)
+
+    def management_app(self) -> web.Application | None:
+        management = self.publisher.federation.registry.management
+        if self.queue is None or management is None:
+            return None
+        return ManagementApi(self.queue, self.federation_now, list(management.auto_approve)).app()
+
+    def management_ssl(self) -> ssl.SSLContext | None:
+        management = self.publisher.federation.registry.management
+        return server_context(management, list(self.publisher.ca_certificates)) if management else None
 
     def _publish(self) -> None:
         now = dt.datetime.now(dt.UTC)
@@ -45,7 +71,7 @@ class Registry:
     def regenerate(self) -> None:
         """Reload the federation file (so edits take effect without a restart) and publish afresh."""
         try:
-            self.publisher = Publisher.from_files(load_model(self.federation_file, FederationConfig))
+            self.publisher = self._publisher(load_model(self.federation_file, FederationConfig))
         except Exception as exc:  # keep publishing the last good federation; say why once per cycle
             RELOAD_FAILURES.inc()
             log.error("federation file not reloaded, keeping the previous one: %s", exc)
@@ -83,7 +109,32 @@ class Registry:
 
 
 def serve(federation_file: Path, host: str | None = None, port: int | None = None) -> None:
-    registry = Registry(federation_file)
+    """Publish over HTTP and, when the federation file configures it, run the management API over mutual TLS."""
+    asyncio.run(_serve(Registry(federation_file), host, port))
+
+
+async def _serve(registry: Registry, host: str | None, port: int | None) -> None:
+    import signal
+
     settings = registry.publisher.federation.registry
-    web.run_app(registry.app(), host=host or settings.host, port=port if port is not None else settings.port,
-                print=None, access_log=None)
+    runners = []
+    runner = web.AppRunner(registry.app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host or settings.host, port if port is not None else settings.port).start()
+    runners.append(runner)
+    management_app = registry.management_app()
+    if management_app is not None and settings.management is not None:
+        mrunner = web.AppRunner(management_app, access_log=None)
+        await mrunner.setup()
+        await web.TCPSite(mrunner, settings.management.host, settings.management.port,
+                          ssl_context=registry.management_ssl()).start()
+        runners.append(mrunner)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for r in reversed(runners):
+            await r.cleanup()

@@ -55,8 +55,57 @@ def _revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sign_csr(args: argparse.Namespace) -> int:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from gateway.core import identifiers as ids
+    from gateway.trust.csr import CsrError, issue_auth_certificate, issue_sign_certificate
+    from gateway.trust.pki import CertificateAuthority, fingerprint
+
+    ca = CertificateAuthority.load(args.ca)
+    trail = _audit(args.ca)
+    target = args.member if args.kind == "sign" else args.server
+    try:
+        csr = x509.load_pem_x509_csr(args.csr.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{args.csr}: not a PEM certificate signing request ({exc})") from None
+    try:
+        if args.kind == "sign":
+            if not args.member:
+                raise ConfigError("wasl pki sign-csr sign: --member is required")
+            cert = issue_sign_certificate(ca, csr, ids.parse_member(args.member), args.name or args.member,
+                                          days=args.days)
+        else:
+            if not args.server:
+                raise ConfigError("wasl pki sign-csr auth: --server is required")
+            cert = issue_auth_certificate(ca, csr, ids.parse_server(args.server), days=args.days)
+    except (CsrError, ids.IdentifierError) as exc:
+        trail.record(actor=current_user(), action=f"pki.sign_csr.{args.kind}", target=str(target), result="refused",
+                     detail={"error": str(exc)})
+        print(f"wasl pki sign-csr: {exc}", file=sys.stderr)
+        return 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(cert.public_bytes(Encoding.PEM))
+    trail.record(actor=current_user(), action=f"pki.sign_csr.{args.kind}", target=str(target), result="ok",
+                 detail={"serial": f"{cert.serial_number:x}", "sha256": fingerprint(cert)})
+    print(f"issued {args.out} ({args.kind} certificate for {target}, serial {cert.serial_number:x})")
+    return 0
+
+
 def register(pki: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from gateway.trust.ca_status import REASONS
+
+    sign_csr = pki.add_parser("sign-csr", help="issue a certificate for a CSR whose subject names the member/gateway")
+    sign_csr.add_argument("--ca", type=Path, required=True, help="folder with ca.pem and ca.key")
+    sign_csr.add_argument("--kind", choices=["sign", "auth"], required=True)
+    sign_csr.add_argument("--csr", type=Path, required=True, help="the PEM CSR (wasl gateway init writes them)")
+    sign_csr.add_argument("--member", help="sign: INST/CLASS/CODE the CSR must name")
+    sign_csr.add_argument("--name", help="sign: the member's name")
+    sign_csr.add_argument("--server", help="auth: INST/CLASS/CODE/serverCode the CSR must name")
+    sign_csr.add_argument("--days", type=int, default=365)
+    sign_csr.add_argument("--out", type=Path, required=True)
+    sign_csr.set_defaults(func=_sign_csr)
 
     ocsp = pki.add_parser("ocsp", help="the CA's OCSP responder").add_subparsers(dest="ocsp_action", required=True)
     serve = ocsp.add_parser("serve", help="answer OCSP requests (RFC 6960 over HTTP) from the CA's status database")

@@ -125,7 +125,7 @@ class CertificateAuthority:
                                days: int = 365, hosts: tuple[str, ...] = ("127.0.0.1", "::1", "localhost"),
                                not_before: dt.datetime | None = None) -> x509.Certificate:
         """A gateway's TLS certificate, usable as both client and server in mutual TLS."""
-        subject = _name(server.server_code, server.owner.path(), server.path())
+        subject = auth_certificate_subject(server)
         alt_names: list[x509.GeneralName] = []
         for host in hosts:
             try:
@@ -168,6 +168,11 @@ class CertificateAuthority:
             critical=True,
         )
         return self._issue(builder)
+
+
+def auth_certificate_subject(server: ServerId) -> x509.Name:
+    """The subject profile of an auth certificate: serialNumber carries the gateway's server id in path form."""
+    return _name(server.server_code, server.owner.path(), server.path())
 
 
 def sign_certificate_subject(member: MemberId, member_name: str) -> x509.Name:
