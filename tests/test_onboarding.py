@@ -57,9 +57,9 @@ async def new_agency(f: Federation, tmp_path: Path) -> Path:
     assert cli("registry", "anchor", "--config", f.layout.federation_file, "--out", anchor) == 0
     client_port, server_port = free_ports(2)
     # The registry runs in this event loop and init fetches from it: run the CLI in a thread.
-    assert await asyncio.to_thread(cli, "gateway", "init", "--dir", new, "--member", NEW_MEMBER, "--name", "Social Insurance",
-               "--server-code", "gw-social", "--anchor", anchor, "--client-port", client_port,
-               "--server-port", server_port) == 0
+    assert await asyncio.to_thread(cli, "gateway", "init", "--dir", new, "--member", NEW_MEMBER, "--name",
+                                   "Social Insurance", "--server-code", "gw-social", "--anchor", anchor,
+                                   "--client-port", client_port, "--server-port", server_port) == 0
     assert (new / "keys" / "sign.key").stat().st_mode & 0o777 == 0o600
     ca = f.layout.directory / "pki" / "ca"
     assert cli("pki", "sign-csr", "--ca", ca, "--kind", "sign", "--csr", new / "csr" / "sign.csr", "--member",
