@@ -20,6 +20,7 @@ from lxml import etree
 from gateway.core import identifiers as ids
 from gateway.core import soap
 from gateway.demo import federation as fed
+from gateway.demo import onboarding
 from gateway.demo.backends import (
     LEGACY_NS,
     LEGACY_WSDL_PATH,
@@ -49,7 +50,8 @@ def demo_services(population_url: str, tax_url: str, legacy_url: str | None = No
     wsdl = {"wsdl": str(POPULATION_WSDL_PATH)}
     services = [
         # The civil registry publishes its SOAP service to a global group of trusted agencies.
-        fed.Service("civil", "getPerson", "soap", population_url, ("GLOBALGROUP:DEMO/trusted-agencies",),
+        fed.Service("civil", "getPerson", "soap", population_url,
+                    ("GLOBALGROUP:DEMO/trusted-agencies", "MEMBER:DEMO/GOV/1004"),  # 1004 joins live (onboarding.py)
                     version="v1", description=wsdl),
         fed.Service("civil", "echo", "soap", population_url, ("MEMBER:DEMO/GOV/1003",), description=wsdl),
         # The tax authority's REST service is open to the civil registry only.
@@ -199,6 +201,25 @@ async def run_exchanges(layout: fed.Layout) -> list[Outcome]:
     return outcomes
 
 
+async def _first_exchange_after_joining(url: str) -> Outcome:
+    """The new agency's first call, retried until the approvals have reached every gateway (bounded)."""
+    title = "Social Insurance Board (joined live) -> Civil Registry: getPerson (SOAP)"
+    started = time.monotonic()
+    got, xroad_id, request_id, detail = "error", "", "", "not tried"
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() - started < 40:
+            try:
+                got, xroad_id, request_id, detail = await _soap_call(
+                    session, url, _person_request(onboarding.SUBSYSTEM, "demo-joined-1", "90000000004"))
+            except (aiohttp.ClientError, ValueError, etree.XMLSyntaxError) as exc:
+                got, detail = "error", f"{exc.__class__.__name__}: {exc}"
+            if got == "ok":
+                detail += f" (first success {time.monotonic() - started:.1f} s after the last approval)"
+                break
+            await asyncio.sleep(0.5)
+    return Outcome(title, "ok", got, xroad_id, request_id, detail)
+
+
 def curl_examples(layout: fed.Layout) -> str:
     ports = layout.ports.client_side
     soap_file = layout.directory / "getPerson.xml"
@@ -237,8 +258,10 @@ async def demo(directory: Path | None, base_port: int, once: bool) -> int:
     tsa_port = base_port + 24
     inquiry_port = base_port + 25
     ocsp_port = base_port + 26
+    management_port, social_client, social_server = base_port + 27, base_port + 28, base_port + 29
     wanted = [ports.registry, *ports.client_side.values(), *ports.server_side.values(), base_port + 21,
-              base_port + 22, base_port + 23, tsa_port, inquiry_port, ocsp_port]
+              base_port + 22, base_port + 23, tsa_port, inquiry_port, ocsp_port, management_port, social_client,
+              social_server]
     busy = [p for p in wanted if not port_is_free(p)]
     if busy:
         print(f"wasl demo: ports {busy} are in use; choose another range with --base-port", file=sys.stderr)
@@ -252,7 +275,8 @@ async def demo(directory: Path | None, base_port: int, once: bool) -> int:
     services = demo_services(f"http://127.0.0.1:{population_port}/population", tax_url,
                              f"http://127.0.0.1:{legacy_port}/civil", openapi_file)
     layout = fed.build(folder, ports, services, global_groups=GROUPS, gateway_overrides={"health": HEALTH_ADAPTERS},
-                       tsa_url=f"http://127.0.0.1:{tsa_port}/", ocsp_url=f"http://127.0.0.1:{ocsp_port}/")
+                       tsa_url=f"http://127.0.0.1:{tsa_port}/", ocsp_url=f"http://127.0.0.1:{ocsp_port}/",
+                       management_port=management_port, refresh_seconds=5)
     # The unified inquiry asks every gateway as the federation's monitoring client (docs/monitoring.md).
     monitoring = inquiry_setup.enable_monitoring(layout.federation_file, "DEMO/GOV/1001")
     inquiry_file = inquiry_setup.write_settings(folder / "inquiry.yaml", gateway_file=layout.gateway_files["civil"],
@@ -300,6 +324,16 @@ async def demo(directory: Path | None, base_port: int, once: bool) -> int:
             mark = "PASS" if o.passed else "FAIL"
             ids_text = f"X-Road-Id={o.xroad_id} X-Road-Request-Id={o.request_id}" if o.xroad_id else ""
             print(f"  [{mark}] {o.title}\n         -> {o.got} {ids_text}\n            {o.detail}")
+        print("\nA fourth agency joins the running federation (docs/onboarding.md):")
+        try:
+            social_url = await onboarding.join(layout, social_client, social_server, logs, procs)
+            outcomes.append(await _first_exchange_after_joining(social_url))
+        except RuntimeError as exc:
+            outcomes.append(Outcome("Social Insurance Board joins live", "ok", "error", "", "", str(exc)))
+        o = outcomes[-1]
+        print(f"  [{'PASS' if o.passed else 'FAIL'}] {o.title}\n         -> {o.got} "
+              + (f"X-Road-Id={o.xroad_id} X-Road-Request-Id={o.request_id}" if o.xroad_id else "")
+              + f"\n            {o.detail}")
         print("\nTry it yourself:\n" + curl_examples(layout))
         async with aiohttp.ClientSession() as session:
             print("\nUnified inquiry (both gateways' operational records, joined):\n"
