@@ -76,9 +76,18 @@ def _pki_issue(args: argparse.Namespace) -> int:
 
     ca = CertificateAuthority.load(args.ca)
     key = new_key()
+    public_key = key.public_key()
+    if args.public_key is not None:  # a key that lives elsewhere (a PKCS#11 token): certify it, write no key
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+        loaded = load_pem_public_key(args.public_key.read_bytes())
+        if not isinstance(loaded, ec.EllipticCurvePublicKey) or args.kind != "sign":
+            raise ConfigError("--public-key takes an EC public key (PEM), for a sign certificate")
+        public_key = loaded
     try:
         if args.kind == "sign":
-            cert = ca.issue_sign_certificate(ids.parse_member(args.member), args.name, key.public_key(),
+            cert = ca.issue_sign_certificate(ids.parse_member(args.member), args.name, public_key,
                                              days=args.days)
         elif args.kind == "tsa":
             from gateway.trust.tsa import issue_tsa_certificate
@@ -88,6 +97,10 @@ def _pki_issue(args: argparse.Namespace) -> int:
             cert = ca.issue_auth_certificate(ids.parse_server(args.server), key.public_key(), days=args.days)
     except ids.IdentifierError as exc:
         raise ConfigError(str(exc)) from None
+    if args.public_key is not None:
+        save_certificate(args.out / f"{args.kind}.pem", cert)
+        print(f"created {args.out}/{args.kind}.pem (SHA-256 {fingerprint(cert)}) for the given public key")
+        return 0
     if (args.out / f"{args.kind}.key").exists():
         raise ConfigError(f"{args.out}/{args.kind}.key exists; refusing to overwrite a private key")
     save_key(args.out / f"{args.kind}.key", key)
@@ -149,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--name", default="", help="sign: the member's name; tsa: the TSA's common name")
     issue.add_argument("--server", help="auth: INST/CLASS/CODE/serverCode")
     issue.add_argument("--days", type=int, default=365)
+    issue.add_argument("--public-key", type=Path, help="sign: certify this public key (PEM) instead of a new key")
     issue.set_defaults(func=_pki_issue)
     from gateway.trust.commands import register as register_status
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -92,10 +93,13 @@ def new_request(kind: Kind, member: str, now: dt.datetime | None = None, **field
                    created_at=(now or dt.datetime.now(dt.UTC)).replace(microsecond=0), **fields)
 
 
-def sign(request: Request, key: ec.EllipticCurvePrivateKey, sign_certificate: x509.Certificate) -> bytes:
-    """The signed request as sent: the request's exact JSON bytes, an ECDSA signature over them, and the cert."""
+def sign(request: Request, key: ec.EllipticCurvePrivateKey | Callable[[bytes], bytes],
+         sign_certificate: x509.Certificate) -> bytes:
+    """The signed request as sent: the request's exact JSON bytes, an ECDSA signature over them, and the cert.
+    ``key`` is a private key, or a function returning a DER ECDSA P-256/SHA-256 signature (a token key)."""
     document = json.dumps(request.to_json(), separators=(",", ":"), sort_keys=True).encode()
-    return json.dumps({"request": b64(document), "signature": b64(key.sign(document, _ECDSA_SHA256)),
+    signature = key.sign(document, _ECDSA_SHA256) if isinstance(key, ec.EllipticCurvePrivateKey) else key(document)
+    return json.dumps({"request": b64(document), "signature": b64(signature),
                        "sign_certificate": b64(sign_certificate.public_bytes(Encoding.DER))}).encode()
 
 

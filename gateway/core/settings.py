@@ -213,13 +213,42 @@ class KeyPair(_Model):
     resolve_paths = field_validator("key", "certificate")(_relative_to_file)
 
 
-class SigningKey(KeyPair):
+class Pkcs11Key(_Model):
+    """A sign key held in a PKCS#11 token (an HSM, or SoftHSM2 for testing); docs/keys.md."""
+
+    module: Path  # the PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so
+    token_label: str
+    key_label: str
+    pin_env: str | None = None  # the environment variable holding the user PIN
+    pin_file: Path | None = None  # or a file holding it (keep it 0600); the PIN is never in this YAML
+
+    resolve_paths = field_validator("pin_file")(_relative_to_file)
+
+    @model_validator(mode="after")
+    def _one_pin_source(self) -> Pkcs11Key:
+        if (self.pin_env is None) == (self.pin_file is None):
+            raise ValueError("give exactly one of pin_env or pin_file")
+        return self
+
+
+class SigningKey(_Model):
     member: str
+    certificate: Path
+    key: Path | None = None  # a PEM private key file (0600) ...
+    pkcs11: Pkcs11Key | None = None  # ... or a key in a PKCS#11 token
+
+    resolve_paths = field_validator("key", "certificate")(_relative_to_file)
 
     @field_validator("member")
     @classmethod
     def _member(cls, value: str) -> str:
         return _check(ids.parse_member, value)
+
+    @model_validator(mode="after")
+    def _one_key(self) -> SigningKey:
+        if (self.key is None) == (self.pkcs11 is None):
+            raise ValueError("give exactly one of key (a PEM file) or pkcs11 (a token key)")
+        return self
 
 
 class MessageLogSettings(_Model):

@@ -70,6 +70,15 @@ def build(settings: GatewaySettings, kind: reg.Kind, member: str | None = None, 
         fields.setdefault("server", settings.server_id.path())
         fields.setdefault("auth_certificate", load_certificate(settings.auth.certificate).public_bytes(Encoding.DER))
     request = reg.new_request(kind, member, dt.datetime.now(dt.UTC), **fields)
+    if entry.pkcs11 is not None:
+        from gateway.trust.pkcs11_signer import Pkcs11Signer
+
+        token = Pkcs11Signer(entry.pkcs11)
+        try:
+            return reg.sign(request, token.sign_blocking, load_certificate(entry.certificate))
+        finally:
+            token.close()
+    assert entry.key is not None
     return reg.sign(request, load_key(entry.key), load_certificate(entry.certificate))
 
 

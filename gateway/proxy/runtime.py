@@ -24,7 +24,7 @@ from gateway.core import identifiers as ids
 from gateway.core.faults import Code, Fault, Origin
 from gateway.core.globalconf import Gateway, GlobalConf
 from gateway.core.routing import PeerHealth
-from gateway.core.settings import GatewaySettings, ServiceSettings
+from gateway.core.settings import GatewaySettings, ServiceSettings, SigningKey
 from gateway.core.signers import SignerTrust
 from gateway.messagelog.gateway_log import GatewayMessageLog
 from gateway.messagelog.records import LogFields
@@ -36,6 +36,7 @@ from gateway.proxy.confclient import GlobalConfClient
 from gateway.proxy.httpio import read_limited
 from gateway.proxy.ocspstaple import OwnCertificateStatus
 from gateway.proxy.peerlink import PeerLinkClient
+from gateway.trust.pkcs11_signer import Pkcs11Signer
 from gateway.trust.pki import load_certificate, load_key
 from gateway.trust.tsa import request_timestamp
 
@@ -54,15 +55,33 @@ def _request_timestamp(session: aiohttp.ClientSession, url: str, digest: bytes, 
 
 @dataclass(frozen=True)
 class SigningIdentity:
+    """A member's sign key (a PEM key here, or a key in a PKCS#11 token) with its certificate."""
+
     member: str
-    key: ec.EllipticCurvePrivateKey
+    key: ec.EllipticCurvePrivateKey | None
     certificate_der: bytes
     not_after: dt.datetime
+    token: Pkcs11Signer | None = None
     signer: BatchSigner = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "signer", BatchSigner(lambda data: envelope.sign_bytes(data, self.key),
-                                                       self.certificate_der))
+        if self.token is not None:
+            token = self.token
+            signer = BatchSigner(token.sign_blocking, self.certificate_der, sign_elsewhere=token.sign)
+        else:
+            key = self.key
+            assert key is not None
+            signer = BatchSigner(lambda data: envelope.sign_bytes(data, key), self.certificate_der)
+        object.__setattr__(self, "signer", signer)
+
+    @classmethod
+    def load(cls, entry: SigningKey) -> SigningIdentity:
+        cert = load_certificate(entry.certificate)
+        der, not_after = cert.public_bytes(Encoding.DER), cert.not_valid_after_utc
+        if entry.pkcs11 is not None:
+            return cls(entry.member, None, der, not_after, Pkcs11Signer(entry.pkcs11))
+        assert entry.key is not None
+        return cls(entry.member, load_key(entry.key), der, not_after)
 
 
 async def read_body(request: web.Request, limit: int, origin: Origin) -> bytes:
@@ -86,10 +105,8 @@ class GatewayRuntime:
         self.signing: dict[str, SigningIdentity] = {}
         own_certificates: dict[str, x509.Certificate] = {}
         for entry in settings.signing:
-            cert = load_certificate(entry.certificate)
-            self.signing[entry.member] = SigningIdentity(entry.member, load_key(entry.key),
-                                                         cert.public_bytes(Encoding.DER), cert.not_valid_after_utc)
-            own_certificates[f"sign {entry.member}"] = cert
+            self.signing[entry.member] = SigningIdentity.load(entry)
+            own_certificates[f"sign {entry.member}"] = load_certificate(entry.certificate)
         auth_certificate = load_certificate(settings.auth.certificate)
         self.auth_not_after = auth_certificate.not_valid_after_utc
         own_certificates["auth"] = auth_certificate
@@ -157,6 +174,9 @@ class GatewayRuntime:
         if self.opmon is not None:
             await self.opmon.close()
         await self.message_log.close()
+        for identity in self.signing.values():
+            if identity.token is not None:
+                identity.token.close()
 
     # -- the global configuration and what depends on it -------------------------------------------------------
 

@@ -93,6 +93,32 @@ def _sign_csr(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pkcs11_keygen(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from gateway.core.settings import Pkcs11Key
+    from gateway.trust.pkcs11_signer import Pkcs11Error, generate_key
+
+    settings = Pkcs11Key(module=args.module, token_label=args.token_label, key_label=args.key_label,
+                         pin_env=args.pin_env, pin_file=args.pin_file)
+    trail = AuditTrail(args.audit) if args.audit else None
+    target = f"{args.token_label}/{args.key_label}"
+    try:
+        public_key = generate_key(settings)
+    except Pkcs11Error as exc:
+        if trail:
+            trail.record(actor=current_user(), action="key.pkcs11.generate", target=target, result="failed",
+                         detail={"error": str(exc)})
+        print(f"wasl pki pkcs11-keygen: {exc}", file=sys.stderr)
+        return 1
+    args.out.write_bytes(public_key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    if trail:
+        trail.record(actor=current_user(), action="key.pkcs11.generate", target=target, result="ok")
+    print(f"created P-256 key {args.key_label!r} in token {args.token_label!r}; public key in {args.out}\n"
+          f"certify it: wasl pki issue sign --ca CA_DIR --member INST/CLASS/CODE --public-key {args.out} --out DIR")
+    return 0
+
+
 def register(pki: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from gateway.trust.ca_status import REASONS
 
@@ -106,6 +132,17 @@ def register(pki: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sign_csr.add_argument("--days", type=int, default=365)
     sign_csr.add_argument("--out", type=Path, required=True)
     sign_csr.set_defaults(func=_sign_csr)
+
+    keygen = pki.add_parser("pkcs11-keygen", help="create a P-256 sign key inside a PKCS#11 token")
+    keygen.add_argument("--module", type=Path, required=True, help="e.g. /usr/lib/softhsm/libsofthsm2.so")
+    keygen.add_argument("--token-label", required=True)
+    keygen.add_argument("--key-label", required=True)
+    pin = keygen.add_mutually_exclusive_group(required=True)
+    pin.add_argument("--pin-env", help="environment variable holding the user PIN")
+    pin.add_argument("--pin-file", type=Path, help="file holding the user PIN")
+    keygen.add_argument("--out", type=Path, required=True, help="where to write the public key (PEM)")
+    keygen.add_argument("--audit", type=Path, help="the gateway's audit trail to record the key operation in")
+    keygen.set_defaults(func=_pkcs11_keygen)
 
     ocsp = pki.add_parser("ocsp", help="the CA's OCSP responder").add_subparsers(dest="ocsp_action", required=True)
     serve = ocsp.add_parser("serve", help="answer OCSP requests (RFC 6960 over HTTP) from the CA's status database")
