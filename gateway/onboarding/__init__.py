@@ -1,1 +1,1 @@
-"""A new agency's side of onboarding: setting up a gateway, and asking the registry to change the federation."""
+"""A gateway's side of the trust lifecycle: setting up, registering with the registry, rotating keys."""

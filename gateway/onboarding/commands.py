@@ -98,3 +98,6 @@ def register(gateway: argparse._SubParsersAction) -> None:  # type: ignore[type-
     send.add_argument("--server", help="client: the gateway (default: this one)")
     send.add_argument("--address", help="gateway: https:// address of this gateway's server side")
     send.set_defaults(func=_register)
+    from gateway.onboarding.rotation import register as register_rotation
+
+    register_rotation(gateway)  # wasl gateway rotate

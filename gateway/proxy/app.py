@@ -94,6 +94,18 @@ class RunningGateway:
         self.server_port = await self._peer_server.start(s.server_side.host, s.server_side.port,
                                                          self.runtime.server_ssl, reuse_port=self.reuse_port)
 
+    async def reload(self, config_file: Path) -> list[str]:
+        """Re-read the configuration file and install rotated keys (GatewayRuntime.reload_keys); a bad file or
+        key changes nothing and is logged."""
+        try:
+            settings = load_model(config_file, GatewaySettings)
+            changed = await self.runtime.reload_keys(settings)
+        except Exception as exc:  # the running keys stay in use
+            log.error("reload of %s failed, keys unchanged: %s", config_file, exc)
+            return []
+        log.info("reloaded %s: %s", config_file, ", ".join(changed) or "no key changed")
+        return changed
+
     async def stop(self) -> None:
         if self._peer_server is not None:
             await self._peer_server.close()
@@ -110,9 +122,13 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def _run_until_signalled(settings: GatewaySettings, reuse_port: bool) -> None:
+async def _run_until_signalled(settings: GatewaySettings, reuse_port: bool, config_file: Path | None = None) -> None:
     gateway = RunningGateway(settings, reuse_port=reuse_port)
     await gateway.start()
+    if config_file is not None:
+        # SIGHUP (wasl gateway rotate sends it) installs rotated keys and certificates from the file, no restart.
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGHUP, lambda: asyncio.ensure_future(gateway.reload(config_file)))
     log.info("gateway %s: client side on %s:%s, server side on %s:%s (pid %s)", settings.server,
              settings.client_side.host, gateway.client_port, settings.server_side.host, gateway.server_port,
              os.getpid())
@@ -127,7 +143,7 @@ async def _run_until_signalled(settings: GatewaySettings, reuse_port: bool) -> N
 def _worker(config_file: str, reuse_port: bool) -> None:
     _install_uvloop()
     settings = load_model(Path(config_file), GatewaySettings)
-    asyncio.run(_run_until_signalled(settings, reuse_port))
+    asyncio.run(_run_until_signalled(settings, reuse_port, Path(config_file)))
 
 
 def serve(config_file: Path, workers: int | None = None) -> None:
@@ -135,6 +151,9 @@ def serve(config_file: Path, workers: int | None = None) -> None:
     kernel spreads connections across them."""
     settings = load_model(config_file, GatewaySettings)
     count = workers or settings.workers
+    # Where wasl gateway rotate finds the process to signal.
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    (settings.state_dir / "gateway.pid").write_text(f"{os.getpid()}\n")
     if count > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         raise SystemExit("internal: several workers need PROMETHEUS_MULTIPROC_DIR set before start-up")
     if count == 1:
@@ -152,7 +171,13 @@ def serve(config_file: Path, workers: int | None = None) -> None:
             if proc.pid is not None and proc.is_alive():
                 os.kill(proc.pid, signal.SIGTERM)
 
+    def forward_reload(signum: int, frame: object) -> None:
+        for proc in procs:
+            if proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward_reload)
     for proc in procs:
         proc.join()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import aiohttp
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from gateway.core import ocsp
 from gateway.core.certificates import CertificateError, check_issued_by_approved_ca
@@ -46,14 +47,34 @@ class _Entry:
 class OwnCertificateStatus:
     def __init__(self, certificates: dict[str, x509.Certificate], state_dir: Path) -> None:
         self._entries = {label: _Entry(label, cert) for label, cert in certificates.items()}
+        self._retired: dict[bytes, _Entry] = {}  # rotated-out certificates, by DER, for messages in flight
         self._dir = Path(state_dir) / "ocsp"
+
+    async def install(self, label: str, certificate: x509.Certificate, session: aiohttp.ClientSession,
+                      conf: GlobalConf | None, now: dt.datetime) -> None:
+        """Track a rotated certificate under ``label``, with its status fetched first; the one it replaces keeps
+        serving messages its key already signed. Raise RuntimeError if its CA runs OCSP and no good status came."""
+        entry = _Entry(label, certificate)
+        if conf is not None:
+            await self._refresh_entry(entry, session, conf, now)
+            issuer = self._issuer(entry, conf, now)
+            if issuer is not None and conf.ocsp_responders_for(issuer) and entry.checked is None:
+                raise RuntimeError(f"no good OCSP status for the new {label} certificate: "
+                                   f"{entry.refused or entry.last_error}")
+        old = self._entries.get(label)
+        if old is not None:
+            self._retired[old.certificate.public_bytes(Encoding.DER)] = old
+        self._entries[label] = entry
 
     # -- the hot path ------------------------------------------------------------------------------------------
 
-    def staple(self, label: str, conf: GlobalConf, now: dt.datetime, origin: Origin) -> bytes:
-        """The response to staple for ``label``'s certificate: b"" when its CA runs no OCSP; a fault when one is
-        needed and this gateway holds no fresh good one."""
+    def staple(self, label: str, conf: GlobalConf, now: dt.datetime, origin: Origin,
+               certificate_der: bytes | None = None) -> bytes:
+        """The response to staple for ``label``'s certificate (or the rotated-out one with ``certificate_der``):
+        b"" when its CA runs no OCSP; a fault when one is needed and this gateway holds no fresh good one."""
         entry = self._entries[label]
+        if certificate_der is not None and certificate_der in self._retired:
+            entry = self._retired[certificate_der]
         issuer = self._issuer(entry, conf, now)
         if issuer is None or not conf.ocsp_responders_for(issuer):
             return b""
@@ -112,36 +133,40 @@ class OwnCertificateStatus:
 
     async def refresh(self, session: aiohttp.ClientSession, conf: GlobalConf, now: dt.datetime) -> None:
         """Fetch and check a response for every certificate whose CA runs OCSP, trying each listed responder."""
-        for entry in self._entries.values():
-            issuer = self._issuer(entry, conf, now)
-            responders = conf.ocsp_responders_for(issuer) if issuer is not None else ()
-            if issuer is None or not responders:
+        for entry in list(self._entries.values()):
+            await self._refresh_entry(entry, session, conf, now)
+
+    async def _refresh_entry(self, entry: _Entry, session: aiohttp.ClientSession, conf: GlobalConf,
+                             now: dt.datetime) -> None:
+        issuer = self._issuer(entry, conf, now)
+        responders = conf.ocsp_responders_for(issuer) if issuer is not None else ()
+        if issuer is None or not responders:
+            return
+        errors = []
+        for url in responders:
+            try:
+                der = await fetch_response(session, url, entry.certificate, issuer, FETCH_TIMEOUT_SECONDS)
+                checked = ocsp.check_response(der, entry.certificate, issuer, dt.datetime.now(dt.UTC),
+                                              conf.ocsp_freshness)
+            except ocsp.OcspError as exc:
+                if exc.code is Code.CERT_REVOKED:
+                    entry.refused, entry.checked, entry.response = exc, None, b""
+                    log.error("own %s certificate is revoked: %s", entry.label, exc)
+                    break
+                errors.append(f"{url}: {exc}")
                 continue
-            errors = []
-            for url in responders:
-                try:
-                    der = await fetch_response(session, url, entry.certificate, issuer, FETCH_TIMEOUT_SECONDS)
-                    checked = ocsp.check_response(der, entry.certificate, issuer, dt.datetime.now(dt.UTC),
-                                                  conf.ocsp_freshness)
-                except ocsp.OcspError as exc:
-                    if exc.code is Code.CERT_REVOKED:
-                        entry.refused, entry.checked, entry.response = exc, None, b""
-                        log.error("own %s certificate is revoked: %s", entry.label, exc)
-                        break
-                    errors.append(f"{url}: {exc}")
-                    continue
-                except OcspFetchError as exc:
-                    errors.append(str(exc))
-                    continue
-                entry.response, entry.checked, entry.refused = der, checked, None
-                entry.last_error, entry.fetched_at, entry.failures = None, now, 0
-                await asyncio.to_thread(self._save, entry, der)
-                break
-            else:
-                entry.failures += 1
-                entry.last_error = "; ".join(errors)
-                metrics.OCSP_FETCH_FAILURES.labels(entry.label).inc()
-                log.warning("OCSP refresh for %s failed: %s", entry.label, entry.last_error)
+            except OcspFetchError as exc:
+                errors.append(str(exc))
+                continue
+            entry.response, entry.checked, entry.refused = der, checked, None
+            entry.last_error, entry.fetched_at, entry.failures = None, now, 0
+            await asyncio.to_thread(self._save, entry, der)
+            break
+        else:
+            entry.failures += 1
+            entry.last_error = "; ".join(errors)
+            metrics.OCSP_FETCH_FAILURES.labels(entry.label).inc()
+            log.warning("OCSP refresh for %s failed: %s", entry.label, entry.last_error)
 
     async def run(self, session: aiohttp.ClientSession, current_conf: Callable[[], GlobalConf | None]) -> None:
         """After a first ``refresh``: refresh forever, at a quarter of the freshness limit (at least every second,

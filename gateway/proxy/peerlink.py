@@ -53,7 +53,13 @@ class _ClientConnection(_FlowControl):
         self.pending: dict[int, asyncio.Future[Frame]] = {}
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.retiring = False  # no new requests; closes once the last answer is in
         self._ids = itertools.count(1)
+
+    def retire(self) -> None:
+        self.retiring = True
+        if not self.pending and self.transport is not None:
+            self.transport.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -103,6 +109,8 @@ class _ClientConnection(_FlowControl):
         finally:
             timer.cancel()
             self.pending.pop(stream, None)
+            if self.retiring and not self.pending and self.transport is not None:
+                self.transport.close()
 
 
 def _expire(waiter: asyncio.Future[Frame]) -> None:
@@ -149,6 +157,14 @@ class PeerLinkClient:
         for conn in self._slots:
             if conn is not None and conn.transport is not None:
                 conn.transport.close()
+        self._slots = [None] * len(self._slots)
+
+    def retire(self) -> None:
+        """Take no new requests; each connection closes once the answers it awaits are in (key rotation, pin
+        changes), so no exchange in flight fails."""
+        for conn in self._slots:
+            if conn is not None:
+                conn.retire()
         self._slots = [None] * len(self._slots)
 
 

@@ -200,7 +200,7 @@ class GatewayRuntime:
         for address, (fps, link) in list(self._peers.items()):
             if live.get(address) != fps:
                 del self._peers[address]
-                link.close()
+                link.retire()
 
     _current_server_ctx: ssl.SSLContext | None = None
 
@@ -234,9 +234,51 @@ class GatewayRuntime:
             raise Fault(origin, Code.INTERNAL_ERROR, f"this gateway holds no sign key for member {member_path}")
         return identity
 
+    async def reload_keys(self, settings: GatewaySettings) -> list[str]:
+        """Install rotated sign keys and auth certificate from ``settings`` without a restart; return what changed.
+
+        New certificates get their OCSP status before they are used. Messages already being signed finish with the
+        key they started with (both keys are valid during the overlap). A new auth certificate serves every new
+        TLS handshake at once; connections to peers are retired, so new ones present it while exchanges in flight
+        on the old ones complete.
+        """
+        changed: list[str] = []
+        conf = self.conf.current
+        identities = {entry.member: SigningIdentity.load(entry) for entry in settings.signing}
+        for member, identity in identities.items():
+            old = self.signing.get(member)
+            if old is not None and old.certificate_der == identity.certificate_der:
+                continue
+            cert = x509.load_der_x509_certificate(identity.certificate_der)
+            await self.own_status.install(f"sign {member}", cert, self._registry_session(), conf, self.now())
+            self.signing[member] = identity
+            changed.append(f"sign {member}")
+        auth_changed = (settings.auth.certificate, settings.auth.key) != (self.settings.auth.certificate,
+                                                                           self.settings.auth.key)
+        auth_cert = load_certificate(settings.auth.certificate)
+        if auth_changed or auth_cert.not_valid_after_utc != self.auth_not_after:
+            await self.own_status.install("auth", auth_cert, self._registry_session(), conf, self.now())
+            self.settings = self.settings.model_copy(update={"auth": settings.auth, "signing": settings.signing})
+            self.auth_not_after = auth_cert.not_valid_after_utc
+            if conf is not None:
+                self._current_server_ctx = tls.server_context(settings.auth.certificate, settings.auth.key,
+                                                              conf.approved_ca_certificates)
+            for _, link in self._peers.values():
+                link.retire()
+            self._peers.clear()
+            changed.append("auth")
+        else:
+            self.settings = self.settings.model_copy(update={"signing": settings.signing})
+        return changed
+
+    def _registry_session(self) -> aiohttp.ClientSession:
+        assert self._registry is not None
+        return self._registry
+
     def staple(self, identity: SigningIdentity, conf: GlobalConf, origin: Origin) -> bytes:
         """The OCSP response to staple to messages signed by ``identity`` (b"" where its CA runs no OCSP)."""
-        return self.own_status.staple(f"sign {identity.member}", conf, self.now(), origin)
+        return self.own_status.staple(f"sign {identity.member}", conf, self.now(), origin,
+                                      identity.certificate_der)
 
     def log_fields(self, *, direction: str, side: str, request: envelope.RequestManifest,
                    parts: envelope.SignedParts, body: bytes, body_sha512: str, log_body: bool) -> LogFields:
