@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
 import yaml
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from gateway.audit.trail import AuditTrail
@@ -14,7 +16,9 @@ from gateway.cli import main
 from gateway.configfile import load_model
 from gateway.core import identifiers as ids
 from gateway.core.certificates import fingerprint
+from gateway.core.envelope import unb64
 from gateway.core.settings import GatewaySettings
+from gateway.proxy.app import RunningGateway
 from gateway.trust.pki import new_key, save_certificate, save_key
 from tests.conftest import Federation, soap_request, start_federation, stop_federation
 
@@ -152,6 +156,49 @@ async def test_auth_certificate_rotation_drops_no_request(tmp_path: Path) -> Non
         assert conns
         assert {c.transport.get_extra_info("ssl_object").getpeercert(binary_form=True) for c in conns} == {
             cert.public_bytes(Encoding.DER)}
+    finally:
+        await traffic.stop()
+        await stop_federation(f)
+
+
+async def test_registry_signing_key_rotation_drops_no_request(tmp_path: Path) -> None:
+    f = await start_federation(tmp_path)
+    traffic = SteadyTraffic(f)
+    try:
+        key = new_key()
+        cert = f.layout.ca.issue_signing_certificate("Wasl Central Registry 2027", key.public_key())
+        save_key(tmp_path / "registry-2027.key", key)
+        save_certificate(tmp_path / "registry-2027.pem", cert)
+        new_fp = fingerprint(cert)
+        fed_file = str(f.layout.federation_file)
+        traffic.start()
+        await traffic.wait_for(50)
+        # Switching before announcing is refused: gateways would not trust the new key yet.
+        rotate = ["registry", "rotate-signing-key", "--config", fed_file, "--key", str(tmp_path / "registry-2027.key"),
+                  "--cert", str(tmp_path / "registry-2027.pem")]
+        assert main([*rotate, "--switch"]) == 1
+        # 1. Announce: the configuration, still signed by the old key, names the new one; gateways learn it.
+        assert main(rotate) == 0
+        f.registry.regenerate()
+        gateways = list(f.gateways.values())
+        await _until(lambda: all(new_fp in g.runtime.conf.anchor.signing_cert_sha256 for g in gateways))
+        await traffic.wait_for(50)
+        # 2. Switch: the registry signs with the new key; every gateway accepts the next copy.
+        assert main([*rotate, "--switch"]) == 0
+        f.registry.regenerate()
+        assert fingerprint(f.registry.publisher.signing_certificate) == new_fp
+
+        def signed_by_new(g: RunningGateway) -> bool:
+            container = json.loads(g.runtime.conf.current.raw)
+            return fingerprint(x509.load_der_x509_certificate(unb64(container["signing_certificate"]))) == new_fp
+
+        await _until(lambda: all(signed_by_new(g) for g in gateways))
+        await traffic.wait_for(100)
+        await traffic.stop()
+        assert traffic.failed == [] and traffic.ok >= 200
+        # The learned key is on disk, so a restart verifies the stored copy signed by the new key.
+        learned = tmp_path / "state" / "civil" / "anchor-learned.json"
+        assert new_fp in learned.read_text()
     finally:
         await traffic.stop()
         await stop_federation(f)

@@ -92,6 +92,9 @@ class GlobalConfDocument(_Model):
     monitoring_client: str | None = None
     ocsp_freshness_seconds: int = 3600
     management_service: str | None = None
+    # Configuration-signing certificates the registry will switch to, announced under the current key, so that
+    # gateways trust them before the switch (docs/keys.md); SHA-256 fingerprints.
+    next_signing_cert_sha256: list[str] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -179,13 +182,14 @@ def build_document(*, instance: str, serial: int, generated_at: dt.datetime, val
                    gateways: list[Gateway], global_groups: list[GlobalGroup],
                    timestamping_authorities: list[TimestampingAuthority] | None = None,
                    monitoring_client: str | None = None, ocsp_freshness_seconds: int = 3600,
-                   management_service: str | None = None) -> bytes:
+                   management_service: str | None = None,
+                   next_signing_cert_sha256: list[str] | None = None) -> bytes:
     doc = GlobalConfDocument(
         instance=instance, serial=serial, generated_at=generated_at, expires_at=generated_at + validity,
         refresh_seconds=refresh_seconds, approved_cas=approved_cas, members=members, gateways=gateways,
         global_groups=global_groups, timestamping_authorities=timestamping_authorities or [],
         monitoring_client=monitoring_client, ocsp_freshness_seconds=ocsp_freshness_seconds,
-        management_service=management_service,
+        management_service=management_service, next_signing_cert_sha256=next_signing_cert_sha256 or [],
     )
     return doc.model_dump_json().encode()
 

@@ -150,8 +150,15 @@ class RegistrySettings(_Model):
     # long a revoked certificate can still be used.
     ocsp_freshness_seconds: int = Field(3600, ge=2)
     management: ManagementSettings | None = None  # onboarding by signed registration requests
+    # Signing certificates announced for a coming key switch (wasl registry rotate-signing-key).
+    next_signing_certificates: list[Path] = Field(default_factory=list)
 
     resolve_paths = field_validator("signing_key", "signing_certificate")(_relative_to_file)
+
+    @field_validator("next_signing_certificates")
+    @classmethod
+    def _next(cls, values: list[Path], info: ValidationInfo) -> list[Path]:
+        return [_relative_to_file(cls, v, info) or v for v in values]
 
 
 class FederationConfig(_Model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -18,17 +19,41 @@ from gateway.core.globalconf import (
     ConfigurationAnchor,
     GlobalConf,
     GlobalConfError,
+    normalise_fingerprint,
     verify_container,
 )
 from gateway.proxy.httpio import read_limited
 
 log = logging.getLogger("wasl.globalconf")
 FILE_NAME = "globalconf.json"
+LEARNED_FILE_NAME = "anchor-learned.json"  # signing keys announced by verified configurations
+
+
+def _read_learned(path: Path) -> list[str]:
+    try:
+        values = json.loads(path.read_text())
+        return [normalise_fingerprint(v) for v in values if isinstance(v, str)]
+    except (OSError, ValueError):
+        return []
+
+
+def _write_learned(path: Path, fingerprints: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(fingerprints))
+    os.replace(tmp, path)
+
+
+def _with_learned(anchor: ConfigurationAnchor, fingerprints: list[str]) -> ConfigurationAnchor:
+    trusted = list(dict.fromkeys([*anchor.signing_cert_sha256, *fingerprints]))
+    return anchor.model_copy(update={"signing_cert_sha256": trusted})
 
 
 class GlobalConfClient:
     def __init__(self, anchor: ConfigurationAnchor, state_dir: Path, refresh_seconds: float | None = None) -> None:
-        self.anchor = anchor
+        self.configured_anchor = anchor
+        self.learned_path = state_dir / LEARNED_FILE_NAME
+        self.anchor = _with_learned(anchor, _read_learned(self.learned_path))
         self.path = state_dir / FILE_NAME
         self.refresh_override = refresh_seconds
         self.current: GlobalConf | None = None
@@ -84,6 +109,7 @@ class GlobalConfClient:
             held = self.current.serial if self.current is not None else None
             conf = await asyncio.to_thread(self.verify_and_keep, blob, dt.datetime.now(dt.UTC), held)
             self._install(conf)  # back on the event loop: listeners rebuild pools and TLS contexts
+            await self._learn(conf)
             self.last_error = None
             self.last_success = dt.datetime.now(dt.UTC)
         except GlobalConfError as exc:
@@ -95,6 +121,18 @@ class GlobalConfClient:
         except OSError as exc:
             self.last_error = f"could not keep the global configuration on disk: {exc}"
             log.error("%s", self.last_error)
+
+    async def _learn(self, conf: GlobalConf) -> None:
+        """Trust the signing keys the (verified) configuration announces for a coming switch, and remember
+        them on disk so a restart after the switch still verifies the stored copy."""
+        new = [fp for fp in conf.document.next_signing_cert_sha256 if fp not in self.anchor.signing_cert_sha256]
+        if not new:
+            return
+        self.anchor = _with_learned(self.anchor, new)
+        learned = [fp for fp in self.anchor.signing_cert_sha256
+                   if fp not in self.configured_anchor.signing_cert_sha256]
+        await asyncio.to_thread(_write_learned, self.learned_path, learned)
+        log.info("trusting announced configuration-signing certificate(s) %s", ", ".join(new))
 
     def refresh_interval(self) -> float:
         if self.refresh_override is not None:

@@ -81,6 +81,60 @@ def _anchor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_trail(fed: FederationConfig, config: Path):  # type: ignore[no-untyped-def]
+    from gateway.audit.trail import AuditTrail
+
+    state = fed.registry.management.state_dir if fed.registry.management else config.parent / "registry-state"
+    return AuditTrail(state / "audit.jsonl")
+
+
+def _rotate_signing_key(args: argparse.Namespace) -> int:
+    """Announce a new configuration-signing key (gateways learn to trust it), or switch to an announced one."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from gateway.core.certificates import fingerprint
+    from gateway.trust.pki import load_certificate, load_key
+
+    fed = load_model(args.config, FederationConfig)
+    trail = _audit_trail(fed, args.config)
+    action = "registry.signing_key." + ("switch" if args.switch else "announce")
+    cert_path, key_path = args.cert.resolve(), args.key.resolve()
+    try:
+        cert = load_certificate(cert_path)
+        spki = PublicFormat.SubjectPublicKeyInfo
+        if cert.public_key().public_bytes(Encoding.DER, spki) != load_key(key_path).public_key().public_bytes(
+                Encoding.DER, spki):
+            raise ConfigError(f"{cert_path} does not hold the public key of {key_path}")
+        announced = [p.resolve() for p in fed.registry.next_signing_certificates]
+        data = yaml.safe_load(args.config.read_text())
+        registry = data["registry"]
+        if args.switch:
+            if cert_path not in announced:
+                raise ConfigError(f"{cert_path} was not announced; run without --switch first and wait until every "
+                                  "gateway has refreshed")
+            registry["signing_key"], registry["signing_certificate"] = str(key_path), str(cert_path)
+            registry["next_signing_certificates"] = [str(p) for p in announced if p != cert_path]
+        else:
+            registry["next_signing_certificates"] = [str(p) for p in dict.fromkeys([*announced, cert_path])]
+        tmp = args.config.with_suffix(".rotating")
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+        load_model(tmp, FederationConfig)
+        tmp.replace(args.config)
+    except ConfigError as exc:
+        trail.record(actor=current_user(), action=action, target=str(cert_path), result="refused",
+                     detail={"error": str(exc)})
+        print(f"wasl registry rotate-signing-key: {exc}", file=sys.stderr)
+        return 1
+    trail.record(actor=current_user(), action=action, target=str(cert_path), result="ok",
+                 detail={"sha256": fingerprint(cert)})
+    if args.switch:
+        print(f"the registry now signs with {cert_path} (SHA-256 {fingerprint(cert)}) from its next publication")
+    else:
+        print(f"announced {fingerprint(cert)}: every gateway trusts it after its next refresh; then run again "
+              "with --switch. New gateways' anchors (wasl registry anchor) list both keys meanwhile.")
+    return 0
+
+
 def register(registry: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     listing = registry.add_parser("requests", help="list registration requests")
     listing.add_argument("--config", type=Path, required=True, help="federation YAML file")
@@ -96,6 +150,12 @@ def register(registry: argparse._SubParsersAction) -> None:  # type: ignore[type
     reject.add_argument("--config", type=Path, required=True)
     reject.add_argument("--reason", default="")
     reject.set_defaults(func=lambda a: _decide(a, False))
+    rotate = registry.add_parser("rotate-signing-key", help="announce, then switch to, a new configuration-signing key")
+    rotate.add_argument("--config", type=Path, required=True)
+    rotate.add_argument("--key", type=Path, required=True, help="the new signing key (PEM)")
+    rotate.add_argument("--cert", type=Path, required=True, help="its certificate")
+    rotate.add_argument("--switch", action="store_true", help="switch to the (already announced) key")
+    rotate.set_defaults(func=_rotate_signing_key)
     anchor = registry.add_parser("anchor", help="write the configuration anchor new gateways import")
     anchor.add_argument("--config", type=Path, required=True)
     anchor.add_argument("--url", help="the registry URL gateways use (default: from the federation file)")

@@ -70,11 +70,17 @@ class Publisher:
             ocsp_freshness_seconds=fed.registry.ocsp_freshness_seconds,
             management_service=(f"https://{fed.registry.management.host}:{fed.registry.management.port}"
                                 if fed.registry.management else None),
+            next_signing_cert_sha256=self.next_signing_fingerprints(),
         )
+
+    def next_signing_fingerprints(self) -> list[str]:
+        return [fingerprint(load_certificate(p)) for p in self.federation.registry.next_signing_certificates]
 
     def publish(self, now: dt.datetime) -> bytes:
         return gc.sign_document(self.document(now), self.signing_key, self.signing_certificate)
 
     def anchor(self, registry_url: str) -> gc.ConfigurationAnchor:
+        # During a key switch the anchor trusts the announced key too, so new gateways survive the switch.
         return gc.ConfigurationAnchor(instance=self.federation.instance, registry_url=registry_url,
-                                      signing_cert_sha256=[fingerprint(self.signing_certificate)])
+                                      signing_cert_sha256=[fingerprint(self.signing_certificate),
+                                                           *self.next_signing_fingerprints()])
