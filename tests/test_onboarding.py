@@ -17,7 +17,7 @@ from gateway.cli import main
 from gateway.configfile import load_model
 from gateway.core import identifiers as ids
 from gateway.core import registration as reg
-from gateway.core.settings import GatewaySettings
+from gateway.core.settings import FederationConfig, GatewaySettings
 from gateway.demo import federation as fed
 from gateway.onboarding.client import RegistrationFailed, build, download_conf, submit
 from gateway.proxy.app import RunningGateway
@@ -227,3 +227,35 @@ def test_verify_refuses_a_stale_request(tmp_path) -> None:
                           member_name="S")
     with pytest.raises(reg.RegistrationError, match="too old"):
         reg.verify(reg.sign(old, key, cert), [ca.certificate], dt.datetime.now(dt.UTC))
+
+
+def test_removals_check_and_apply(tmp_path) -> None:
+    """The matching removals: each refused when its target is absent, and applied when it is there."""
+    layout = fed.build(tmp_path, fed.ports_from(27000, fed.DEMO_AGENCIES), [])
+    federation = load_model(layout.federation_file, FederationConfig)
+    cas = [layout.ca.certificate]
+    now = dt.datetime.now(dt.UTC)
+
+    def request(kind: reg.Kind, **fields: str) -> reg.Request:
+        return reg.new_request(kind, "DEMO/GOV/1001", now, **fields)
+
+    remove_client = request(reg.Kind.REMOVE_CLIENT, server="DEMO/GOV/1001/gw-civil", client="DEMO/GOV/1001/population")
+    reg.check(federation, remove_client, cas, now)
+    after = reg.apply(federation, remove_client)
+    civil = next(g for g in after.gateways if g.server == "DEMO/GOV/1001/gw-civil")
+    assert civil.clients == []
+    with pytest.raises(reg.RegistrationError, match="is not a client"):
+        reg.check(after, remove_client, cas, now)
+    remove_subsystem = request(reg.Kind.REMOVE_SUBSYSTEM, subsystem="population")
+    after = reg.apply(after, remove_subsystem)
+    with pytest.raises(reg.RegistrationError, match="is not registered"):
+        reg.check(after, remove_subsystem, cas, now)
+    remove_gateway = request(reg.Kind.REMOVE_GATEWAY, server="DEMO/GOV/1001/gw-civil")
+    after = reg.apply(after, remove_gateway)
+    assert "DEMO/GOV/1001/gw-civil" not in [g.server for g in after.gateways]
+    with pytest.raises(reg.RegistrationError, match="not registered"):
+        reg.check(after, remove_gateway, cas, now)
+    # Removing another member's gateway is refused.
+    foreign = request(reg.Kind.REMOVE_GATEWAY, server="DEMO/GOV/1002/gw-tax")
+    with pytest.raises(reg.RegistrationError, match="not owned"):
+        reg.check(federation, foreign, cas, now)

@@ -99,7 +99,7 @@ async def test_sign_key_rotation_drops_no_request(tmp_path: Path) -> None:
         assert last.signer_cert == cert.public_bytes(Encoding.DER)
         state = load_model(config, GatewaySettings).state_dir
         assert [(e.action, e.result) for e in AuditTrail(state / "audit.jsonl").entries()] == [
-            ("key.rotate.sign", "ok")]
+            ("key.rotate.sign", "ok"), ("gateway.config.reload", "ok")]
     finally:
         await traffic.stop()
         await stop_federation(f)
@@ -199,6 +199,25 @@ async def test_registry_signing_key_rotation_drops_no_request(tmp_path: Path) ->
         # The learned key is on disk, so a restart verifies the stored copy signed by the new key.
         learned = tmp_path / "state" / "civil" / "anchor-learned.json"
         assert new_fp in learned.read_text()
+        audit = [(e.action, e.result) for e in AuditTrail(tmp_path / "registry-state" / "audit.jsonl").entries()]
+        assert audit[:2] == [("registry.signing_key.switch", "refused"), ("registry.signing_key.announce", "ok")]
+        assert ("registry.signing_key.switch", "ok") in audit and ("registry.config.change", "ok") in audit
     finally:
         await traffic.stop()
+        await stop_federation(f)
+
+
+async def test_readiness_warns_before_a_certificate_expires(tmp_path: Path) -> None:
+    # The development certificates are valid for a year: a 400-day warning window covers them.
+    f = await start_federation(tmp_path, settings={"civil": {"certificate_warning_days": 400}})
+    try:
+        async with f.session.get(f.client_url("civil", "/readyz")) as resp:
+            text = await resp.text()
+        assert resp.status == 200 and "warning:" in text and "certificate" in text and "expires at" in text
+        async with f.session.get(f.client_url("tax", "/readyz")) as resp:
+            assert await resp.text() == "ready\n"
+        async with f.session.get(f.client_url("civil", "/metrics")) as resp:
+            scrape = await resp.text()
+        assert 'wasl_certificate_expiry_timestamp_seconds{kind="sign",member="DEMO/GOV/1001"}' in scrape
+    finally:
         await stop_federation(f)

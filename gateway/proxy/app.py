@@ -11,6 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gateway.audit.trail import AuditTrail
 from gateway.configfile import load_model
 from gateway.core.settings import GatewaySettings
 from gateway.monitoring import metrics
@@ -33,7 +34,7 @@ def _health_routes(app: web.Application, runtime: GatewayRuntime) -> None:
             return web.Response(status=503, text="not ready: no global configuration\n")
         if conf.is_expired(runtime.now()):
             return web.Response(status=503, text="not ready: global configuration expired\n")
-        expired, expiring = runtime.certificate_problems()
+        expired, expiring = runtime.certificate_problems(runtime.settings.certificate_warning_days)
         if expired:
             return web.Response(status=503, text=f"not ready: {expired}\n")
         status_problem = runtime.own_status.problem(conf, runtime.now())
@@ -102,8 +103,14 @@ class RunningGateway:
             changed = await self.runtime.reload_keys(settings)
         except Exception as exc:  # the running keys stay in use
             log.error("reload of %s failed, keys unchanged: %s", config_file, exc)
+            AuditTrail(self.runtime.settings.state_dir / "audit.jsonl").record(
+                actor="signal:SIGHUP", action="gateway.config.reload", target=str(config_file), result="failed",
+                detail={"error": str(exc)[:500]})
             return []
         log.info("reloaded %s: %s", config_file, ", ".join(changed) or "no key changed")
+        AuditTrail(self.runtime.settings.state_dir / "audit.jsonl").record(
+            actor="signal:SIGHUP", action="gateway.config.reload", target=str(config_file), result="ok",
+            detail={"installed": ", ".join(changed) or "nothing"})
         return changed
 
     async def stop(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import ssl
 from pathlib import Path
@@ -13,6 +14,7 @@ from aiohttp import web
 from cryptography import x509
 from prometheus_client import Counter, Gauge
 
+from gateway.audit.trail import AuditTrail
 from gateway.configfile import load_model
 from gateway.core.settings import FederationConfig
 from gateway.monitoring.metrics import metrics_handler
@@ -35,6 +37,7 @@ class Registry:
         management = seed.registry.management
         self.queue = RequestQueue(management.state_dir) if management else None
         self.publisher = self._publisher(seed)
+        self._loaded_digest = self._file_digest()
         self.current = b""
         self._publish()
 
@@ -69,13 +72,34 @@ class Registry:
         ENTITIES.labels("gateway").set(len(fed.gateways))
 
     def regenerate(self) -> None:
-        """Reload the federation file (so edits take effect without a restart) and publish afresh."""
+        """Reload the federation file (so edits take effect without a restart) and publish afresh. A change of
+        the file, applied or refused, is written to the audit trail."""
+        digest = self._file_digest()
+        changed = digest != self._loaded_digest
         try:
             self.publisher = self._publisher(load_model(self.federation_file, FederationConfig))
+            if changed:
+                self._audit_change("ok", {"sha256": digest})
         except Exception as exc:  # keep publishing the last good federation; say why once per cycle
             RELOAD_FAILURES.inc()
             log.error("federation file not reloaded, keeping the previous one: %s", exc)
+            if changed:
+                self._audit_change("failed", {"sha256": digest, "error": str(exc)[:500]})
+        self._loaded_digest = digest
         self._publish()
+
+    def _file_digest(self) -> str:
+        try:
+            return hashlib.sha256(self.federation_file.read_bytes()).hexdigest()
+        except OSError:
+            return ""
+
+    def _audit_change(self, result: str, detail: dict[str, str]) -> None:
+        management = self.publisher.federation.registry.management
+        state = management.state_dir if management else self.federation_file.parent / "registry-state"
+        AuditTrail(state / "audit.jsonl").record(actor=f"file:{self.federation_file}",
+                                                 action="registry.config.change", target=str(self.federation_file),
+                                                 result=result, detail=detail)
 
     async def _regenerate_forever(self, app: web.Application) -> None:
         interval = self.publisher.federation.registry.refresh_seconds
