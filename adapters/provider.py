@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from urllib.parse import unquote
 
-from gateway.core import adapters, envelope, soap
+from gateway.core import adapters, envelope, restmap, soap
 from gateway.core import identifiers as ids
 from gateway.core.faults import Code, Fault, Origin
 from gateway.core.settings import ServiceSettings
@@ -38,13 +39,44 @@ class ProviderAdapters:
         # zeep compiles a WSDL in tens of milliseconds: once at start, never per request.
         self._bridges = {s.id: adapters.SoapBridge(s.adapter.backend_wsdl) for s in services
                          if s.adapter is not None and s.adapter.backend_wsdl is not None}
+        self._routes = {s.id: [r.route() for r in s.adapter.routes] for s in services
+                        if s.adapter is not None and s.adapter.kind == "legacy-rest"}
 
     async def call(self, settings: ServiceSettings, manifest: envelope.RequestManifest,
                    body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         assert settings.adapter is not None
         if settings.adapter.kind == "legacy-soap":
             return await self._legacy_soap(settings, manifest, body)
+        if settings.adapter.kind == "legacy-rest":
+            return await self._legacy_rest(settings, manifest, body)
         return await self._rest_to_soap(settings, manifest, body)
+
+    async def _legacy_rest(self, settings: ServiceSettings, manifest: envelope.RequestManifest,
+                           body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        routes = self._routes[settings.id]
+        found = restmap.match(routes, manifest.method, manifest.path)
+        if found is None:
+            raise Fault(_ORIGIN, Code.UNKNOWN_SERVICE, f"service {manifest.service} has no endpoint "
+                        f"{manifest.method} {manifest.path or '/'}")
+        route, params = found
+        headers = [*manifest.headers, ("X-Road-Client", manifest.client), ("X-Road-Service", manifest.service),
+                   ("X-Road-Id", manifest.xroad_id), *_trace(manifest)]
+        if manifest.user_id:
+            headers.append(("X-Road-UserId", manifest.user_id))
+        mapped = restmap.backend_request(route, params, manifest.method, manifest.query, headers)
+        status, resp_headers, resp_body = await self._call(settings, mapped.method,
+                                                           settings.url.rstrip("/") + mapped.path_and_query,
+                                                           mapped.headers, body)
+        if route.json_response and status < 300:
+            content_type = next((v for k, v in resp_headers if k == "content-type"), "")
+            try:
+                if "json" not in content_type:
+                    raise ValueError(content_type or "no content type")
+                json.loads(resp_body)
+            except ValueError as exc:
+                raise Fault(_ORIGIN, Code.SERVICE_FAILED, "the backend declares JSON but answered "
+                            f"HTTP {status} with {str(exc)[:80]}") from None
+        return status, resp_headers, resp_body
 
     async def _legacy_soap(self, settings: ServiceSettings, manifest: envelope.RequestManifest,
                            body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
-from gateway.core import descriptions, validation
+from gateway.core import descriptions, restmap, validation
 from gateway.core import identifiers as ids
 from gateway.core.access import AccessRule
 from gateway.core.globalconf import ConfigurationAnchor, normalise_fingerprint
@@ -376,21 +376,56 @@ class NamespaceRewrite(_Model):
     federation: str  # the namespace clients see in the published WSDL and in messages
 
 
+class RestRouteSettings(_Model):
+    """One endpoint of a legacy REST backend: the federation's method and path, mapped to the backend's."""
+
+    method: str = "*"
+    path: str  # e.g. /persons/{id}
+    backend_method: str | None = None  # default: the caller's method
+    backend_path: str  # e.g. /legacy/api/person; may use {id}
+    query: dict[str, str] = Field(default_factory=dict)  # added backend query parameters; values may use {id}
+    set_headers: dict[str, str] = Field(default_factory=dict)
+    rename_headers: dict[str, str] = Field(default_factory=dict)  # caller's name -> the backend's
+    remove_headers: list[str] = Field(default_factory=list)
+    json_response: bool = False  # the backend declares JSON: anything else is ServiceFailed
+
+    def route(self) -> restmap.Route:
+        return restmap.Route(self.method.upper(), self.path, self.backend_method.upper() if self.backend_method
+                             else None, self.backend_path, self.query, self.set_headers, self.rename_headers,
+                             self.remove_headers, self.json_response)
+
+    @model_validator(mode="after")
+    def _usable(self) -> RestRouteSettings:
+        try:
+            restmap.check_route(self.route())
+        except restmap.RouteError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
 class AdapterSettings(_Model):
     """How the gateway translates for a backend that does not speak X-Road (docs/adapters.md).
 
     ``legacy-soap``: a SOAP backend unaware of X-Road headers; the description is its own WSDL.
-    ``rest-to-soap``: REST/JSON callers reach a SOAP backend described by ``wsdl``."""
+    ``rest-to-soap``: REST/JSON callers reach a SOAP backend described by ``wsdl``.
+    ``legacy-rest``: a REST backend with its own paths, methods and headers, mapped by ``routes``."""
 
-    kind: Literal["legacy-soap", "rest-to-soap"]
+    kind: Literal["legacy-soap", "rest-to-soap", "legacy-rest"]
     namespace: NamespaceRewrite | None = None  # legacy-soap only
     wsdl: Path | None = None  # rest-to-soap only: the SOAP backend's WSDL
+    routes: list[RestRouteSettings] = Field(default_factory=list)  # legacy-rest only
 
     resolve_paths = field_validator("wsdl")(_relative_to_file)
     _backend_wsdl: descriptions.WsdlDescription | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _fits_kind(self) -> AdapterSettings:
+        if (self.kind == "legacy-rest") != bool(self.routes):
+            raise ValueError("routes: a legacy-rest adapter lists its routes, and only it does")
+        if self.kind == "legacy-rest":
+            if self.namespace is not None or self.wsdl is not None:
+                raise ValueError("a legacy-rest adapter takes routes only (no namespace, no wsdl)")
+            return self
         if self.kind == "rest-to-soap":
             if self.wsdl is None:
                 raise ValueError("wsdl: a rest-to-soap adapter needs the SOAP backend's WSDL")
@@ -457,9 +492,9 @@ class ServiceSettings(_Model):
         adapter = self.adapter
         if adapter is None:
             return self
-        if adapter.kind == "rest-to-soap":
+        if adapter.kind in ("rest-to-soap", "legacy-rest"):
             if self.type != "rest":
-                raise ValueError("adapter: a rest-to-soap adapter serves REST callers, so the service type is rest")
+                raise ValueError(f"adapter: a {adapter.kind} adapter serves REST callers, so the service type is rest")
             return self
         wsdl = self.description.loaded_wsdl if self.description else None
         if self.type != "soap" or wsdl is None:

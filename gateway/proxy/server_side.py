@@ -135,6 +135,7 @@ class ServerProxy:
                 status, headers, resp_body = await self.meta.answer(meta, conf, client, service, manifest, body)
         elif settings.adapter is not None:
             status, headers, resp_body = await self.adapters.call(settings, manifest, body)
+            headers = [(k, v) for k, v in headers if k not in _BACKEND_RESPONSE_DROPPED]
         elif manifest.protocol == "soap":
             status, headers, resp_body = await self._soap(settings, manifest, body)
         else:
@@ -220,9 +221,9 @@ class ServerProxy:
 
     # -- the signed response -----------------------------------------------------------------------------------
 
-    async def _sign_response(self, service: ids.ServiceId, request: envelope.RequestManifest, request_manifest: bytes,
-                       status: int, headers: list[tuple[str, str]],
-                       body: bytes) -> tuple[envelope.SignedParts, envelope.ResponseManifest]:
+    async def _sign_response(self, service: ids.ServiceId, request: envelope.RequestManifest,
+                             request_manifest: bytes, status: int, headers: list[tuple[str, str]],
+                             body: bytes) -> tuple[envelope.SignedParts, envelope.ResponseManifest]:
         identity = self.rt.signing_identity(service.member.path(), _ORIGIN)
         staple = self.rt.staple(identity, self.rt.require_conf(_ORIGIN), _ORIGIN)
         response = envelope.ResponseManifest(
