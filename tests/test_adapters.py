@@ -220,3 +220,18 @@ async def test_legacy_soap_client_through_an_adapter_route(adapted: Federation) 
         root = etree.fromstring(await resp.read())
     assert root.find(f"{{{soap.SOAP_ENV}}}Header") is None
     assert root.findtext(f".//{{{FEDERATION_NS}}}fullName") == "Noor Farah"
+
+
+async def test_a_bridged_service_is_described_by_a_generated_openapi(adapted: Federation) -> None:
+    headers = {"X-Road-Client": "DEMO/GOV/1003/patients"}
+    base = adapted.client_url("health", "/r1/DEMO/GOV/1001/population")
+    async with adapted.session.get(f"{base}/listMethods", headers=headers) as resp:
+        listed = {s["service_code"]: s for s in json.loads(await resp.read())["service"]}
+    persons = listed["persons"]
+    assert persons["service_type"] == "OPENAPI"
+    assert {"method": "POST", "path": "/getPerson"} in persons["endpoint_list"]
+    async with adapted.session.get(f"{base}/getOpenAPI?serviceCode=persons", headers=headers) as resp:
+        document = json.loads(await resp.read())
+    assert resp.status == 200
+    assert document["openapi"].startswith("3.") and "/getPerson" in document["paths"]
+    assert "requestBody" in document["paths"]["/getPerson"]["post"]

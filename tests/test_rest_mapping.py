@@ -116,3 +116,15 @@ def test_route_matching_is_exact_and_ordered() -> None:
     assert restmap.match(routes, "GET", "/a") is None
     request = restmap.backend_request(routes[0], {"x": "a b/c"}, "GET", "", [])
     assert request.path_and_query == "/b/a%20b%2Fc"  # parameters are escaped into the backend path
+
+
+async def test_a_mapped_service_lists_its_routes_as_endpoints(mapped) -> None:
+    base = mapped.client_url("civil", "/r1/DEMO/GOV/1002/tax-records")
+    headers = {"X-Road-Client": "DEMO/GOV/1001/population"}
+    async with mapped.session.get(f"{base}/getOpenAPI?serviceCode=registry", headers=headers) as resp:
+        document = json.loads(await resp.read())
+    assert set(document["paths"]) == {"/persons/{id}", "/persons", "/broken"}
+    assert document["paths"]["/persons/{id}"]["get"]["parameters"][0]["name"] == "id"
+    async with mapped.session.get(f"{base}/listMethods", headers=headers) as resp:
+        listed = {s["service_code"]: s for s in json.loads(await resp.read())["service"]}
+    assert {"method": "GET", "path": "/persons/*"} in listed["registry"]["endpoint_list"]

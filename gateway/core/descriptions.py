@@ -480,3 +480,34 @@ def anonymise_servers(document: dict[str, Any]) -> dict[str, Any]:
                 server = {**server, "url": parts.path or "/"}
         out.append(server)
     return {**document, "servers": out}
+
+
+def generated_openapi(title: str, operations: list[tuple[str, str, str]]) -> OpenApiDescription:
+    """An OpenAPI 3 description for a REST face that has no document of its own (a bridged SOAP backend, a
+    mapped legacy REST backend): one operation per (method, path, summary), JSON in and out."""
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, summary in operations:
+        operation: dict[str, Any] = {
+            "summary": summary,
+            "responses": {"200": {"description": "the backend's answer",
+                                  "content": {"application/json": {"schema": {"type": "object"}}}}},
+        }
+        params = _PARAM.findall(path)
+        if params:
+            operation["parameters"] = [{"name": p.strip("{}"), "in": "path", "required": True,
+                                        "schema": {"type": "string"}} for p in params]
+        if method in ("post", "put", "patch"):
+            operation["requestBody"] = {"content": {"application/json": {"schema": {"type": "object"}}}}
+        paths.setdefault(path, {})[method] = operation
+    document = {"openapi": "3.0.3", "info": {"title": title, "version": "generated"}, "paths": paths}
+    return parse_openapi(json.dumps(document).encode(), f"{title}.json")
+
+
+def bridge_openapi(service_code: str, wsdl: WsdlDescription) -> OpenApiDescription:
+    """What REST callers of a SOAP backend see: ``POST /{operation}`` with a JSON object of the request's
+    fields (or ``GET /{operation}?field=...``), answered with the response's fields as JSON."""
+    operations = []
+    for op in wsdl.operations:
+        summary = f"SOAP operation {op} of the backend, bridged to JSON"
+        operations += [("post", f"/{op}", summary), ("get", f"/{op}", summary)]
+    return generated_openapi(f"{service_code} (bridged SOAP)", operations)

@@ -458,6 +458,7 @@ class ServiceSettings(_Model):
     adapter: AdapterSettings | None = None
 
     _published: descriptions.WsdlDescription | None = PrivateAttr(None)
+    _generated_openapi: descriptions.OpenApiDescription | None = PrivateAttr(None)
     _validator: validation.Validator | None = PrivateAttr(None)
 
     @field_validator("id")
@@ -495,6 +496,15 @@ class ServiceSettings(_Model):
         if adapter.kind in ("rest-to-soap", "legacy-rest"):
             if self.type != "rest":
                 raise ValueError(f"adapter: a {adapter.kind} adapter serves REST callers, so the service type is rest")
+            if self.description is None or self.description.openapi is None:
+                # Callers still get a description: its endpoints for listMethods, and getOpenAPI.
+                code = self.service_id.service_code
+                if adapter.backend_wsdl is not None:
+                    self._generated_openapi = descriptions.bridge_openapi(code, adapter.backend_wsdl)
+                else:
+                    self._generated_openapi = descriptions.generated_openapi(f"{code} (mapped REST)", [
+                        (m.lower(), r.path, f"mapped to {r.backend_method or m} {r.backend_path}")
+                        for r in adapter.routes for m in ([r.method] if r.method != "*" else ["GET", "POST"])])
             return self
         wsdl = self.description.loaded_wsdl if self.description else None
         if self.type != "soap" or wsdl is None:
@@ -531,6 +541,13 @@ class ServiceSettings(_Model):
         if self.description is not None and self.description.operation:
             return self.description.operation
         return self.service_id.service_code
+
+    @property
+    def openapi(self) -> descriptions.OpenApiDescription | None:
+        """The OpenAPI description getOpenAPI hands out: the configured one, or one generated for an adapter."""
+        if self.description is not None and self.description.loaded_openapi is not None:
+            return self.description.loaded_openapi
+        return self._generated_openapi
 
     @property
     def published_wsdl(self) -> descriptions.WsdlDescription | None:

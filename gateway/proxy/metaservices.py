@@ -135,7 +135,7 @@ class ProviderMetaservices:
         self._catalogue: dict[str, list[metaservices.CatalogueEntry]] = {}
         for s in runtime.settings.services:
             wsdl = s.published_wsdl
-            openapi = s.description.loaded_openapi if s.description else None
+            openapi = s.openapi
             entry = metaservices.CatalogueEntry(
                 s.service_id, s.type, s.access_rules, endpoints=openapi.endpoints if openapi else (),
                 has_description=wsdl is not None or openapi is not None)
@@ -194,7 +194,7 @@ class ProviderMetaservices:
     def _get_openapi(self, service: ids.ServiceId,
                      manifest: envelope.RequestManifest) -> tuple[int, list[tuple[str, str]], bytes]:
         settings = self._described(service, metaservices.openapi_service_code(manifest.query))
-        openapi = settings.description.loaded_openapi if settings.description else None
+        openapi = settings.openapi
         if settings.type != "rest":
             raise Fault(_ORIGIN, Code.SERVICE_TYPE, f"service {settings.id} is a SOAP service; ask getWsdl")
         if openapi is None:
