@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.message import Message
 from typing import Literal
 from urllib.parse import parse_qs
@@ -15,7 +16,7 @@ from lxml import etree
 
 from gateway.core import identifiers as ids
 from gateway.core import soap
-from gateway.core.access import AccessRule, is_allowed
+from gateway.core.access import AccessRule, EndpointRule, is_allowed
 from gateway.core.faults import Code, Fault, Origin
 from gateway.core.globalconf import GlobalConf
 
@@ -55,6 +56,7 @@ class CatalogueEntry:
     rules: tuple[AccessRule, ...]
     endpoints: tuple[tuple[str, str], ...] = ()  # REST: (method, path) from the OpenAPI document
     has_description: bool = False
+    endpoint_rights: tuple[EndpointRule, ...] = ()  # REST: rights to single endpoints
 
     @property
     def service_type(self) -> str:
@@ -64,10 +66,26 @@ class CatalogueEntry:
         return "OPENAPI" if self.has_description else "REST"
 
 
+_STAR = re.compile(r"\{[^/{}]*\}")
+
+
 def allowed_entries(entries: Iterable[CatalogueEntry], client_path: str, groups: frozenset[str],
                     instance: str) -> list[CatalogueEntry]:
-    """allowedMethods: only what the caller may call, by the same rules the provider's gateway enforces."""
-    return [e for e in entries if is_allowed(e.rules, client_path, groups, instance)]
+    """allowedMethods: only what the caller may call, by the same rules the provider's gateway enforces. A REST
+    service the caller may use only in part is listed with just those endpoints."""
+    out = []
+    for e in entries:
+        if is_allowed(e.rules, client_path, groups, instance):
+            out.append(e)
+            continue
+        granted = [r for r in e.endpoint_rights if is_allowed(r.rules, client_path, groups, instance)]
+        if granted:
+            # The described endpoints the grants cover (a listed "*" segment stands for any value), else the
+            # granted patterns themselves, in X-Road's notation.
+            covered = [(m, p) for m, p in e.endpoints if any(r.covers(m, p.replace("*", "_")) for r in granted)]
+            endpoints = covered or [(r.method, _STAR.sub("*", r.path)) for r in granted]
+            out.append(replace(e, endpoints=tuple(endpoints)))
+    return out
 
 
 # -- listClients (client side, from the global configuration) --------------------------------------------------

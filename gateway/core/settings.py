@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, 
 
 from gateway.core import descriptions, restmap, validation
 from gateway.core import identifiers as ids
-from gateway.core.access import AccessRule
+from gateway.core.access import AccessRule, EndpointRule
 from gateway.core.globalconf import ConfigurationAnchor, normalise_fingerprint
 
 
@@ -445,6 +445,52 @@ class AdapterSettings(_Model):
         return self._backend_wsdl
 
 
+def _check_allow(values: list[str]) -> list[str]:
+    for value in values:
+        try:
+            parsed = ids.parse_typed(value)
+        except ids.IdentifierError as exc:
+            raise ValueError(str(exc)) from None
+        if parsed.object_type.value not in ("SUBSYSTEM", "MEMBER", "GLOBALGROUP"):
+            raise ValueError(f"{value}: access is granted to a SUBSYSTEM, MEMBER or GLOBALGROUP")
+    return values
+
+
+def _rules(values: list[str]) -> tuple[AccessRule, ...]:
+    return tuple(AccessRule(kind, path) for kind, _, path in (v.partition(":") for v in values))
+
+
+class EndpointSettings(_Model):
+    """Access to one endpoint of a REST service (X-Road's endpoint-level rights): ``{name}`` or ``*`` is one path
+    segment, ``**`` any rest of the path."""
+
+    method: str = "*"
+    path: str
+    allow: list[str] = Field(min_length=1)
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, value: str) -> str:
+        if value != "*" and value.upper() not in restmap.METHODS:
+            raise ValueError(f"{value!r} is not an HTTP method (or *)")
+        return value.upper()
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} must start with /")
+        return value
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, values: list[str]) -> list[str]:
+        return _check_allow(values)
+
+    def rule(self) -> EndpointRule:
+        return EndpointRule(self.method, self.path, _rules(self.allow))
+
+
 class ServiceSettings(_Model):
     id: str  # INST/CLASS/CODE/SUBSYSTEM/serviceCode[/version]
     type: Literal["soap", "rest"]
@@ -453,7 +499,8 @@ class ServiceSettings(_Model):
     disabled: bool = False
     log_body: bool | None = None  # None: the message log's default
     timestamp_immediately: bool | None = None  # None: the message log's default
-    allow: list[str] = Field(default_factory=list)
+    allow: list[str] = Field(default_factory=list)  # rights to the whole service
+    endpoints: list[EndpointSettings] = Field(default_factory=list)  # REST: rights to single endpoints
     description: DescriptionSettings | None = None
     adapter: AdapterSettings | None = None
 
@@ -564,14 +611,17 @@ class ServiceSettings(_Model):
     @field_validator("allow")
     @classmethod
     def _allow(cls, values: list[str]) -> list[str]:
-        for value in values:
-            try:
-                parsed = ids.parse_typed(value)
-            except ids.IdentifierError as exc:
-                raise ValueError(str(exc)) from None
-            if parsed.object_type.value not in ("SUBSYSTEM", "MEMBER", "GLOBALGROUP"):
-                raise ValueError(f"{value}: access is granted to a SUBSYSTEM, MEMBER or GLOBALGROUP")
-        return values
+        return _check_allow(values)
+
+    @model_validator(mode="after")
+    def _endpoints_are_rest(self) -> ServiceSettings:
+        if self.endpoints and self.type != "rest":
+            raise ValueError("endpoints: endpoint rights are for REST services; a SOAP service is one operation")
+        return self
+
+    @property
+    def endpoint_rules(self) -> tuple[EndpointRule, ...]:
+        return tuple(e.rule() for e in self.endpoints)
 
     @property
     def service_id(self) -> ids.ServiceId:
@@ -579,11 +629,7 @@ class ServiceSettings(_Model):
 
     @property
     def access_rules(self) -> tuple[AccessRule, ...]:
-        rules = []
-        for value in self.allow:
-            kind, _, path = value.partition(":")
-            rules.append(AccessRule(kind, path))
-        return tuple(rules)
+        return _rules(self.allow)
 
 
 class ClientAdapterSettings(_Model):

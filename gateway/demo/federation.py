@@ -47,6 +47,7 @@ class Service:
     disabled: bool = False
     description: dict[str, object] | None = None  # e.g. {"wsdl": "/path/population.wsdl"} or {"openapi": ...}
     adapter: dict[str, object] | None = None  # e.g. {"kind": "rest-to-soap", "wsdl": "/path/population.wsdl"}
+    endpoints: tuple[dict[str, object], ...] = ()  # REST endpoint rights: {"method", "path", "allow"}
 
 
 DEMO_AGENCIES = (
@@ -172,7 +173,8 @@ def build(directory: Path, ports: Ports, services: list[Service], agencies: tupl
                                     s.code, s.version).path(),
                 "type": s.type, "url": s.url, "timeout_seconds": s.timeout_seconds, "disabled": s.disabled,
                 "allow": list(s.allow), **({"description": s.description} if s.description else {}),
-                **({"adapter": s.adapter} if s.adapter else {})}
+                **({"adapter": s.adapter} if s.adapter else {}),
+                **({"endpoints": list(s.endpoints)} if s.endpoints else {})}
                 for s in own],
         }
         config.update((gateway_overrides or {}).get(agency.key, {}))

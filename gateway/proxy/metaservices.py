@@ -138,7 +138,7 @@ class ProviderMetaservices:
             openapi = s.openapi
             entry = metaservices.CatalogueEntry(
                 s.service_id, s.type, s.access_rules, endpoints=openapi.endpoints if openapi else (),
-                has_description=wsdl is not None or openapi is not None)
+                has_description=wsdl is not None or openapi is not None, endpoint_rights=s.endpoint_rules)
             self._catalogue.setdefault(s.service_id.provider.path(), []).append(entry)
 
     def check_provider(self, conf: GlobalConf, service: ids.ServiceId) -> None:

@@ -12,7 +12,7 @@ import aiohttp
 from adapters.provider import ProviderAdapters
 from gateway.core import envelope, metaservices, soap
 from gateway.core import identifiers as ids
-from gateway.core.access import check_access
+from gateway.core.access import check_access, check_endpoint_access
 from gateway.core.faults import Code, Fault, Origin, render_json
 from gateway.core.frames import Frame, Kind
 from gateway.core.settings import ServiceSettings
@@ -112,8 +112,13 @@ class ServerProxy:
             if (settings is None or service.member.path() not in self.rt.signing
                     or settings.service_id.service_version != service.service_version):
                 raise Fault(_ORIGIN, Code.UNKNOWN_SERVICE, f"service {service} is not provided at this gateway")
-            check_access(settings.access_rules, client.path(), service.path(), conf.groups_of(client.path()),
-                         conf.instance)
+            if settings.endpoints and manifest.protocol == "rest":
+                check_endpoint_access(settings.access_rules, settings.endpoint_rules, manifest.method,
+                                      manifest.path, client.path(), service.path(), conf.groups_of(client.path()),
+                                      conf.instance)
+            else:
+                check_access(settings.access_rules, client.path(), service.path(), conf.groups_of(client.path()),
+                             conf.instance)
             if settings.disabled:
                 raise Fault(_ORIGIN, Code.SERVICE_DISABLED, f"service {service} is disabled")
             if manifest.protocol != settings.type:
