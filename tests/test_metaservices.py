@@ -144,6 +144,11 @@ async def test_wsdl_is_cached_on_the_client_side(meta: Federation) -> None:
      "Server.ServerProxy.ServiceType"),
     ("/wsdl?xRoadInstance=DEMO&memberClass=GOV&memberCode=9999&subsystemCode=x&serviceCode=y",
      "Server.ClientProxy.UnknownMember"),
+    # A member-level service may be asked for (subsystemCode is optional, as in X-Road); this federation's
+    # services are all provided by subsystems, so no gateway serves one.
+    ("/wsdl?xRoadInstance=DEMO&memberClass=GOV&memberCode=1001&serviceCode=getPerson&version=v1",
+     "Server.ClientProxy.UnknownMember"),
+    ("/wsdl?memberClass=GOV&memberCode=1001&serviceCode=getPerson", "Client.InvalidRequest"),
 ])
 async def test_wsdl_bad_requests(meta: Federation, query: str, code: str) -> None:
     async with meta.session.get(meta.client_url("health", query)) as resp:

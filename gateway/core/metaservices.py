@@ -303,7 +303,8 @@ def get_wsdl_request(client: ids.ClientId, target: ids.ServiceId, xroad_id: str)
     return soap.build_request(client, meta, xroad_id, body, user_id=WSDL_USER_ID)
 
 
-_WSDL_QUERY = (("xRoadInstance", True), ("memberClass", True), ("memberCode", True), ("subsystemCode", True),
+# As X-Road's WSDL request processor: subsystemCode and version may be left out (a member-level service).
+_WSDL_QUERY = (("xRoadInstance", True), ("memberClass", True), ("memberCode", True), ("subsystemCode", False),
                ("serviceCode", True), ("version", False))
 
 
