@@ -6,6 +6,8 @@ import json
 from collections.abc import Awaitable, Callable
 from urllib.parse import unquote
 
+from lxml import etree
+
 from gateway.core import adapters, envelope, restmap, soap
 from gateway.core import identifiers as ids
 from gateway.core.faults import Code, Fault, Origin
@@ -49,7 +51,53 @@ class ProviderAdapters:
             return await self._legacy_soap(settings, manifest, body)
         if settings.adapter.kind == "legacy-rest":
             return await self._legacy_rest(settings, manifest, body)
+        if settings.adapter.kind == "soap-to-rest":
+            return await self._soap_to_rest(settings, manifest, body)
         return await self._rest_to_soap(settings, manifest, body)
+
+    async def _soap_to_rest(self, settings: ServiceSettings, manifest: envelope.RequestManifest,
+                            body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        from gateway.core import metaservices, restbridge
+
+        adapter = settings.adapter
+        assert adapter is not None and adapter.target_namespace is not None
+        request = soap.parse_message(body, _ORIGIN)
+        if (request.client is None or request.client.path() != manifest.client
+                or request.service is None or request.service.path() != manifest.service
+                or request.xroad_id != manifest.xroad_id):
+            raise Fault(_ORIGIN, Code.INCONSISTENT_HEADERS, "SOAP headers do not match the signed manifest")
+        name = etree.QName(request.body_element).localname
+        operation = next((o.operation() for o in adapter.operations if o.name == name), None)
+        if operation is None or name != settings.operation:
+            raise Fault(Origin.CLIENT, Code.INVALID_REQUEST, f"service {manifest.service} is operation "
+                        f"{settings.operation}, not {name}")
+        try:
+            call = restbridge.rest_call(operation, request.body_element)
+        except restbridge.BridgeError as exc:
+            raise Fault(Origin.CLIENT, Code.INVALID_REQUEST, str(exc)) from None
+        headers = [("accept", "application/json"), ("X-Road-Client", manifest.client),
+                   ("X-Road-Service", manifest.service), ("X-Road-Id", manifest.xroad_id), *_trace(manifest)]
+        if manifest.user_id:
+            headers.append(("X-Road-UserId", manifest.user_id))
+        if call.body:
+            headers.append(("content-type", "application/json"))
+        status, resp_headers, resp_body = await self._call(settings, call.method,
+                                                           settings.url.rstrip("/") + call.path_and_query,
+                                                           headers, call.body)
+        content_type = next((v for k, v in resp_headers if k == "content-type"), "")
+        if status >= 300:
+            raise Fault(_ORIGIN, Code.SERVICE_FAILED, f"the REST backend answered HTTP {status}: "
+                        f"{resp_body[:200].decode(errors='replace')}")
+        try:
+            if "json" not in content_type:
+                raise ValueError(content_type or "no content type")
+            data = json.loads(resp_body)
+            element = restbridge.response_element(adapter.target_namespace, name, data)
+        except (ValueError, restbridge.BridgeError) as exc:
+            raise Fault(_ORIGIN, Code.SERVICE_FAILED, f"the REST backend's answer is not usable JSON: "
+                        f"{str(exc)[:120]}") from None
+        return 200, [("content-type", _SOAP_TYPE)], metaservices.soap_response(request, element,
+                                                                               manifest.body_sha512)
 
     async def _legacy_rest(self, settings: ServiceSettings, manifest: envelope.RequestManifest,
                            body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:

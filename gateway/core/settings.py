@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
-from gateway.core import descriptions, restmap, validation
+from gateway.core import descriptions, restbridge, restmap, validation
 from gateway.core import identifiers as ids
 from gateway.core.access import AccessRule, EndpointRule
 from gateway.core.globalconf import ConfigurationAnchor, normalise_fingerprint
@@ -403,23 +403,62 @@ class RestRouteSettings(_Model):
         return self
 
 
+class SoapOperationSettings(_Model):
+    """A SOAP operation that stands for one REST call (soap-to-rest adapter)."""
+
+    name: str  # the operation, and its request element
+    method: str = "GET"
+    path: str  # {field} placeholders come from the request's fields
+    fields: list[str] = Field(default_factory=list)  # the request's child elements (plain values)
+    query: list[str] = Field(default_factory=list)  # fields sent as query parameters
+    json_body: bool = False  # the other fields as a JSON object body
+
+    def operation(self) -> restbridge.RestOperation:
+        return restbridge.RestOperation(self.name, self.method.upper(), self.path, tuple(self.fields),
+                                        tuple(self.query), self.json_body)
+
+    @model_validator(mode="after")
+    def _usable(self) -> SoapOperationSettings:
+        if self.method.upper() not in restmap.METHODS:
+            raise ValueError(f"method: {self.method!r} is not an HTTP method")
+        try:
+            restbridge.check(self.operation())
+        except restbridge.BridgeError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
 class AdapterSettings(_Model):
     """How the gateway translates for a backend that does not speak X-Road (docs/adapters.md).
 
     ``legacy-soap``: a SOAP backend unaware of X-Road headers; the description is its own WSDL.
     ``rest-to-soap``: REST/JSON callers reach a SOAP backend described by ``wsdl``.
-    ``legacy-rest``: a REST backend with its own paths, methods and headers, mapped by ``routes``."""
+    ``legacy-rest``: a REST backend with its own paths, methods and headers, mapped by ``routes``.
+    ``soap-to-rest``: SOAP callers reach a REST/JSON backend; ``operations`` declare the calls, and the gateway
+    publishes a WSDL for them in ``target_namespace``."""
 
-    kind: Literal["legacy-soap", "rest-to-soap", "legacy-rest"]
+    kind: Literal["legacy-soap", "rest-to-soap", "legacy-rest", "soap-to-rest"]
     namespace: NamespaceRewrite | None = None  # legacy-soap only
     wsdl: Path | None = None  # rest-to-soap only: the SOAP backend's WSDL
     routes: list[RestRouteSettings] = Field(default_factory=list)  # legacy-rest only
+    operations: list[SoapOperationSettings] = Field(default_factory=list)  # soap-to-rest only
+    target_namespace: str | None = None  # soap-to-rest only: the published WSDL's namespace
 
     resolve_paths = field_validator("wsdl")(_relative_to_file)
     _backend_wsdl: descriptions.WsdlDescription | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _fits_kind(self) -> AdapterSettings:
+        if (self.kind == "soap-to-rest") != bool(self.operations) or \
+                (self.kind == "soap-to-rest") != (self.target_namespace is not None):
+            raise ValueError("operations, target_namespace: a soap-to-rest adapter declares both, and only it does")
+        if self.kind == "soap-to-rest":
+            names = [o.name for o in self.operations]
+            if len(set(names)) != len(names):
+                raise ValueError("operations: an operation is declared twice")
+            if self.namespace is not None or self.wsdl is not None or self.routes:
+                raise ValueError("a soap-to-rest adapter takes operations and target_namespace only")
+            return self
         if (self.kind == "legacy-rest") != bool(self.routes):
             raise ValueError("routes: a legacy-rest adapter lists its routes, and only it does")
         if self.kind == "legacy-rest":
@@ -539,6 +578,24 @@ class ServiceSettings(_Model):
     def _adapter_fits(self) -> ServiceSettings:
         adapter = self.adapter
         if adapter is None:
+            return self
+        if adapter.kind == "soap-to-rest":
+            if self.type != "soap":
+                raise ValueError("adapter: a soap-to-rest adapter serves SOAP callers, so the service type is soap")
+            if self.description is not None:
+                raise ValueError("description: a soap-to-rest service is described by the WSDL the gateway generates")
+            names = [o.name for o in adapter.operations]
+            if self.service_id.service_code not in names:
+                raise ValueError(f"adapter.operations: the service code {self.service_id.service_code!r} must be one "
+                                 f"of the operations ({', '.join(names)})")
+            assert adapter.target_namespace is not None
+            generated = restbridge.wsdl(self.service_id.service_code, adapter.target_namespace,
+                                        [o.operation() for o in adapter.operations])
+            try:
+                self._published = descriptions.published_for_xroad(
+                    descriptions.parse_wsdl(generated, f"{self.service_id.service_code} (generated)"))
+            except descriptions.DescriptionError as exc:
+                raise ValueError(f"adapter: {exc}") from None
             return self
         if adapter.kind in ("rest-to-soap", "legacy-rest"):
             if self.type != "rest":
