@@ -147,6 +147,8 @@ class GlobalConf:
 
     def ocsp_responders_for(self, ca: x509.Certificate) -> tuple[str, ...]:
         """Where to ask about certificates ``ca`` issued; empty when the CA runs no OCSP (no status check)."""
+        if not any(self.ocsp_responders_by_ca.values()):
+            return ()  # the common case without OCSP costs no encoding per message
         from cryptography.hazmat.primitives.serialization import Encoding
 
         return self.ocsp_responders_by_ca.get(ca.public_bytes(Encoding.DER), ())
