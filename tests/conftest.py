@@ -202,3 +202,16 @@ def soap_request(client: ids.ClientId, service: ids.ServiceId, xroad_id: str = "
     body = etree.Element(f"{{http://test.example/}}{service.service_code}", nsmap={"t": "http://test.example/"})
     etree.SubElement(body, "text").text = text
     return soap.build_request(client, service, xroad_id, body, user_id=user_id)
+
+
+def zeep_xroad_headers(client: ids.SubsystemId, service: ids.ServiceId, xroad_id: str) -> dict[str, object]:
+    """The X-Road SOAP headers as a stock zeep client passes them (``_soapheaders``)."""
+    target: dict[str, object] = {"objectType": "SERVICE", "xRoadInstance": service.instance,
+                                 "memberClass": service.member_class, "memberCode": service.member_code,
+                                 "subsystemCode": service.subsystem_code, "serviceCode": service.service_code}
+    if service.service_version:
+        target["serviceVersion"] = service.service_version
+    return {"client": {"objectType": "SUBSYSTEM", "xRoadInstance": client.instance,
+                       "memberClass": client.member_class, "memberCode": client.member_code,
+                       "subsystemCode": client.subsystem_code},
+            "service": target, "id": xroad_id, "userId": "EE-zeep", "protocolVersion": "4.0"}

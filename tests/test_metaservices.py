@@ -16,7 +16,7 @@ from gateway.core import descriptions, metaservices, soap
 from gateway.core import identifiers as ids
 from gateway.demo import federation as fed
 from gateway.demo.backends import POPULATION_WSDL_PATH, TAX_OPENAPI, make_population_app, make_tax_app, start_app
-from tests.conftest import Federation, start_federation, stop_federation
+from tests.conftest import Federation, start_federation, stop_federation, zeep_xroad_headers
 from tests.test_exchange import fault_code, metric_value, post_soap
 
 CIVIL = ids.SubsystemId("DEMO", "GOV", "1001", "population")
@@ -86,13 +86,8 @@ def zeep_get_person(wsdl_url: str, client: ids.SubsystemId, code: str) -> tuple[
     """What an unchanged X-Road client does: load the WSDL from its own gateway, then call with X-Road headers."""
     history = zeep.plugins.HistoryPlugin()
     soap_client = zeep.Client(wsdl_url, plugins=[history])
-    headers = {
-        "client": {"objectType": "SUBSYSTEM", "xRoadInstance": client.instance, "memberClass": client.member_class,
-                   "memberCode": client.member_code, "subsystemCode": client.subsystem_code},
-        "service": {"objectType": "SERVICE", "xRoadInstance": "DEMO", "memberClass": "GOV", "memberCode": "1001",
-                    "subsystemCode": "population", "serviceCode": "getPerson", "serviceVersion": "v1"},
-        "id": "zeep-1", "userId": "EE-zeep", "protocolVersion": "4.0",
-    }
+    headers = zeep_xroad_headers(client, ids.ServiceId("DEMO", "GOV", "1001", "population", "getPerson", "v1"),
+                                 "zeep-1")
     result = soap_client.service.getPerson(personCode=code, _soapheaders=headers)
     # The binding declares X-Road headers on the output too, so zeep returns them beside the body.
     assert result.header.id == "zeep-1"

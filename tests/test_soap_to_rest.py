@@ -19,7 +19,7 @@ from gateway.core import soap
 from gateway.core.settings import GatewaySettings
 from gateway.demo import federation as fed
 from gateway.demo.backends import make_tax_app, start_app
-from tests.conftest import Federation, start_federation, stop_federation
+from tests.conftest import Federation, start_federation, stop_federation, zeep_xroad_headers
 from tests.test_exchange import fault_code, post_soap
 
 NS = "http://tax.demo.wasl.example/"
@@ -61,13 +61,8 @@ async def bridged(tmp_path: Path) -> AsyncIterator[Federation]:
 def zeep_call(wsdl_url: str, client: ids.SubsystemId, code: str) -> tuple[object, bytes]:
     history = zeep.plugins.HistoryPlugin()
     soap_client = zeep.Client(wsdl_url, plugins=[history])
-    headers = {
-        "client": {"objectType": "SUBSYSTEM", "xRoadInstance": client.instance, "memberClass": client.member_class,
-                   "memberCode": client.member_code, "subsystemCode": client.subsystem_code},
-        "service": {"objectType": "SERVICE", "xRoadInstance": "DEMO", "memberClass": "GOV", "memberCode": "1002",
-                    "subsystemCode": "tax-records", "serviceCode": "getTaxpayer"},
-        "id": "zeep-rest-1", "userId": "EE-zeep", "protocolVersion": "4.0",
-    }
+    headers = zeep_xroad_headers(client, ids.ServiceId("DEMO", "GOV", "1002", "tax-records", "getTaxpayer"),
+                                 "zeep-rest-1")
     result = soap_client.service.getTaxpayer(code=code, _soapheaders=headers)
     return result, etree.tostring(history.last_received["envelope"])
 

@@ -24,6 +24,7 @@ from cryptography import x509
 from gateway.audit.trail import AuditTrail
 from gateway.core import registration as reg
 from gateway.core.settings import FederationConfig, ManagementSettings
+from gateway.storage import sqlite_base
 
 REQUESTS_PATH = "/managementservice/requests"
 
@@ -93,28 +94,24 @@ class RequestQueue:
         request = verified.request
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         request_id = str(uuid.uuid4())
+        def insert(db: sqlite3.Connection) -> None:
+            if db.execute("SELECT 1 FROM request WHERE nonce = ?", (request.nonce,)).fetchone():
+                raise reg.RegistrationError("this signed request was already submitted (replay)")
+            pending = db.execute("SELECT id FROM request WHERE state = 'pending' AND kind = ? AND target = ?",
+                                 (request.kind.value, request.target())).fetchone()
+            if pending:
+                raise reg.RegistrationError(f"a {request.kind.value} request for {request.target()} is already "
+                                            f"pending ({pending[0]})")
+            db.execute(
+                "INSERT INTO request (id, nonce, kind, member, target, state, submitter, submitted_at, "
+                "decided_at, decided_by, approved_seq, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (request_id, request.nonce, request.kind.value, request.member, request.target(),
+                 "approved" if approve else "pending", submitter, now, now if approve else None,
+                 "policy:auto-approve" if approve else None, _next_approved(db) if approve else None,
+                 verified.raw))
+
         with closing(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if db.execute("SELECT 1 FROM request WHERE nonce = ?", (request.nonce,)).fetchone():
-                    raise reg.RegistrationError("this signed request was already submitted (replay)")
-                pending = db.execute("SELECT id FROM request WHERE state = 'pending' AND kind = ? AND target = ?",
-                                     (request.kind.value, request.target())).fetchone()
-                if pending:
-                    raise reg.RegistrationError(f"a {request.kind.value} request for {request.target()} is already "
-                                                f"pending ({pending[0]})")
-                next_approved = db.execute("SELECT coalesce(max(approved_seq), 0) + 1 FROM request").fetchone()[0]
-                db.execute(
-                    "INSERT INTO request (id, nonce, kind, member, target, state, submitter, submitted_at, "
-                    "decided_at, decided_by, approved_seq, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (request_id, request.nonce, request.kind.value, request.member, request.target(),
-                     "approved" if approve else "pending", submitter, now, now if approve else None,
-                     "policy:auto-approve" if approve else None, next_approved if approve else None,
-                     verified.raw))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            sqlite_base.transaction(db, insert)
         queued = self.get(request_id)
         assert queued is not None
         return queued
@@ -124,28 +121,28 @@ class RequestQueue:
         """Approve or reject a pending request. ``still_applies(request)`` re-checks an approval against the
         federation as it is now; raising RegistrationError there refuses the approval."""
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        def update(db: sqlite3.Connection) -> None:
+            row = db.execute("SELECT state, raw FROM request WHERE id = ?", (request_id,)).fetchone()
+            if row is None:
+                raise QueueError(f"no request {request_id} in the queue")
+            if row[0] != "pending":
+                raise QueueError(f"request {request_id} was already {row[0]}")
+            if approve and callable(still_applies):
+                still_applies(reg.parse_signed(row[1]))
+            db.execute("UPDATE request SET state = ?, decided_at = ?, decided_by = ?, reason = ?, approved_seq = ? "
+                       "WHERE id = ?", ("approved" if approve else "rejected", now, by, reason,
+                                        _next_approved(db) if approve else None, request_id))
+
         with closing(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute("SELECT state, raw FROM request WHERE id = ?", (request_id,)).fetchone()
-                if row is None:
-                    raise QueueError(f"no request {request_id} in the queue")
-                if row[0] != "pending":
-                    raise QueueError(f"request {request_id} was already {row[0]}")
-                if approve and callable(still_applies):
-                    still_applies(reg.parse_signed(row[1]))
-                next_approved = db.execute("SELECT coalesce(max(approved_seq), 0) + 1 FROM request").fetchone()[0]
-                db.execute("UPDATE request SET state = ?, decided_at = ?, decided_by = ?, reason = ?, "
-                           "approved_seq = ? WHERE id = ?",
-                           ("approved" if approve else "rejected", now, by, reason,
-                            next_approved if approve else None, request_id))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            sqlite_base.transaction(db, update)
         decided = self.get(request_id)
         assert decided is not None
         return decided
+
+
+def _next_approved(db: sqlite3.Connection) -> int:
+    """The approval order of the next approved request: approved changes apply in this order."""
+    return int(db.execute("SELECT coalesce(max(approved_seq), 0) + 1 FROM request").fetchone()[0])
 
 
 def effective_federation(seed: FederationConfig, queue: RequestQueue) -> FederationConfig:

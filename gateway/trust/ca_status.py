@@ -11,6 +11,7 @@ from pathlib import Path
 from cryptography import x509
 
 from gateway.core.ocsp import Status
+from gateway.storage import sqlite_base
 
 REASONS = {r.name: r for r in x509.ReasonFlags if r is not x509.ReasonFlags.remove_from_crl}
 
@@ -47,18 +48,15 @@ class StatusDatabase:
     def revoke(self, serial: int, reason: x509.ReasonFlags, at: dt.datetime | None = None) -> Revocation:
         """Mark ``serial`` revoked; raise KeyError if this CA never issued it, ValueError if already revoked."""
         when = (at or dt.datetime.now(dt.UTC)).replace(microsecond=0)
+        def insert(db: sqlite3.Connection) -> None:
+            if db.execute("SELECT 1 FROM issued WHERE serial = ?", (f"{serial:x}",)).fetchone() is None:
+                raise KeyError(f"this CA has no record of issuing serial {serial:x}")
+            if db.execute("SELECT 1 FROM revoked WHERE serial = ?", (f"{serial:x}",)).fetchone():
+                raise ValueError(f"serial {serial:x} is already revoked")
+            db.execute("INSERT INTO revoked VALUES (?, ?, ?)", (f"{serial:x}", when.isoformat(), reason.name))
+
         with closing(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if db.execute("SELECT 1 FROM issued WHERE serial = ?", (f"{serial:x}",)).fetchone() is None:
-                    raise KeyError(f"this CA has no record of issuing serial {serial:x}")
-                if db.execute("SELECT 1 FROM revoked WHERE serial = ?", (f"{serial:x}",)).fetchone():
-                    raise ValueError(f"serial {serial:x} is already revoked")
-                db.execute("INSERT INTO revoked VALUES (?, ?, ?)", (f"{serial:x}", when.isoformat(), reason.name))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            sqlite_base.transaction(db, insert)
         return Revocation(serial, when, reason)
 
     def status(self, serial: int) -> tuple[Status, Revocation | None]:

@@ -160,13 +160,9 @@ def make_responder_app(responder: Responder) -> web.Application:
 
 def serve(responder: Responder, host: str, port: int, banner: str | None = None) -> None:
     """Run the responder until SIGINT or SIGTERM (``wasl pki ocsp serve``)."""
+    from gateway.trust.tsa import run_service
 
-    def started(_: str) -> None:
-        if banner is not None:
-            print(banner, flush=True)
-
-    web.run_app(make_responder_app(responder), host=host, port=port, access_log=None, print=started,
-                handle_signals=True, shutdown_timeout=1.0)
+    run_service(make_responder_app(responder), host, port, banner)
 
 
 # -- the client ---------------------------------------------------------------------------------------------------

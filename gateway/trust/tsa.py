@@ -135,12 +135,17 @@ async def request_timestamp(session: aiohttp.ClientSession, url: str, digest: by
 
 
 def serve(authority: TimestampAuthority, host: str, port: int, banner: str | None = None) -> None:
-    """Run the TSA over HTTP until SIGINT or SIGTERM (``wasl tsa serve``); ``banner`` is printed once it listens
-    and handles those signals."""
+    """Run the TSA over HTTP until SIGINT or SIGTERM (``wasl tsa serve``)."""
+    run_service(make_tsa_app(authority), host, port, banner)
+
+
+def run_service(app: web.Application, host: str, port: int, banner: str | None = None) -> None:
+    """Run one of the development trust services (TSA, OCSP responder) until SIGINT or SIGTERM; ``banner`` is
+    printed once it listens and handles those signals."""
 
     def started(_: str) -> None:
         if banner is not None:
             print(banner, flush=True)
 
-    web.run_app(make_tsa_app(authority), host=host, port=port, access_log=None, print=started,
-                handle_signals=True, shutdown_timeout=1.0)
+    web.run_app(app, host=host, port=port, access_log=None, print=started, handle_signals=True,
+                shutdown_timeout=1.0)
