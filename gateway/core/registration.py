@@ -125,7 +125,7 @@ def _parse(document: bytes) -> Request:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise RegistrationError(f"request format must be {FORMAT}")
     try:
-        kind = Kind(data.get("kind"))
+        kind = Kind(str(data.get("kind")))
     except ValueError:
         raise RegistrationError(f"request kind must be one of {', '.join(k.value for k in Kind)}") from None
     try:

@@ -60,7 +60,7 @@ async def join(layout: fed.Layout, client_port: int, server_port: int, logs: Pat
         with contextlib.redirect_stdout(quiet):
             if await _cli("gateway", "register", kind, "--config", config, *extra) != 0:
                 raise RuntimeError(f"fourth agency: the {kind} registration request failed")
-            pending = RequestQueue(queue_dir).list("pending")
+            pending = RequestQueue(queue_dir).requests("pending")
             if len(pending) != 1 or await _cli("registry", "approve", pending[0].id, "--config",
                                                layout.federation_file) != 0:
                 raise RuntimeError(f"fourth agency: approving the {kind} request failed")

@@ -27,7 +27,7 @@ def _queue(config: Path):  # type: ignore[no-untyped-def]
 
 def _requests(args: argparse.Namespace) -> int:
     _, queue = _queue(args.config)
-    rows = queue.list(None if args.state == "all" else args.state)
+    rows = queue.requests(None if args.state == "all" else args.state)
     if args.json:
         print(json.dumps([q.as_json() for q in rows], indent=1))
         return 0

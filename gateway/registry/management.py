@@ -73,7 +73,7 @@ class RequestQueue:
 
     _COLS = "id, kind, member, target, state, submitter, submitted_at, decided_at, decided_by, reason, raw"
 
-    def list(self, state: str | None = None) -> list[QueuedRequest]:
+    def requests(self, state: str | None = None) -> list[QueuedRequest]:
         with closing(self._connect()) as db:
             rows = db.execute(f"SELECT {self._COLS} FROM request" + (" WHERE state = ?" if state else "")
                               + " ORDER BY seq", (state,) if state else ()).fetchall()
