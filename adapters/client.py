@@ -15,7 +15,7 @@ from gateway.proxy.runtime import read_body
 from gateway.proxy.tls import peer_fingerprint
 
 if TYPE_CHECKING:
-    from gateway.proxy.client_side import ClientProxy, ExchangeLabels
+    from gateway.proxy.client_side import ClientProxy
 
 PREFIX = "/adapters/"
 
@@ -39,7 +39,8 @@ class ClientAdapters:
             return self.proxy.fault_response(fault.with_detail(new_id()), is_soap=False, request=request)
         raw_tail = f"/{tail}" if tail else ""
 
-        async def work(request: web.Request, exchange: metrics.Exchange, labels: ExchangeLabels) -> web.Response:
+        async def work(request: web.Request, exchange: metrics.Exchange,
+                       labels: metrics.ExchangeLabels) -> web.Response:
             client = self._caller(route, request)
             if route.protocol == "rest":
                 return await self._rest(route, client, raw_tail, request, exchange, labels)
@@ -62,7 +63,7 @@ class ClientAdapters:
         return ids.parse_subsystem(subsystem)
 
     async def _rest(self, route: ClientAdapterSettings, client: ids.SubsystemId, raw_tail: str,
-                    request: web.Request, exchange: metrics.Exchange, labels: ExchangeLabels) -> web.Response:
+                    request: web.Request, exchange: metrics.Exchange, labels: metrics.ExchangeLabels) -> web.Response:
         # The r1 path checks (traversal, encoded separators, length) apply to what the legacy caller sent.
         target = ids.parse_service(route.service).unversioned()
         service, service_path = rest.parse_target(f"{rest.PREFIX}{target.path()}{raw_tail}")
@@ -76,7 +77,7 @@ class ClientAdapters:
 
     async def _soap(self, route: ClientAdapterSettings, client: ids.SubsystemId, request: web.Request,
                     exchange: metrics.Exchange,
-                    labels: ExchangeLabels) -> web.Response:
+                    labels: metrics.ExchangeLabels) -> web.Response:
         from gateway.proxy.client_side import new_id
 
         if request.method != "POST":

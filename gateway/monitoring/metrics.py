@@ -131,6 +131,21 @@ class Exchange:
                               fault_code=fault_code, request_bytes=request_bytes, response_bytes=response_bytes)
 
 
+class ExchangeLabels:
+    """The metric labels of an exchange, known once its headers are parsed (bounded: member and service)."""
+
+    __slots__ = ("client_member", "service")
+
+    def __init__(self) -> None:
+        self.client_member = ""
+        self.service = ""
+
+    def set(self, client: Any, service: Any) -> None:
+        """From a parsed client id and service id (gateway.core.identifiers)."""
+        self.client_member = client.member.path()
+        self.service = service.unversioned().path()
+
+
 class OpSink(Protocol):
     """Where finished exchanges go for operational monitoring (opwriter.OpMonitor)."""
 

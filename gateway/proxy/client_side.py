@@ -61,20 +61,6 @@ class Relayed:
         return None
 
 
-class ExchangeLabels:
-    """The metric labels of an exchange, known once its headers are parsed (bounded: member and service)."""
-
-    __slots__ = ("client_member", "service")
-
-    def __init__(self) -> None:
-        self.client_member = ""
-        self.service = ""
-
-    def set(self, client: ids.ClientId, service: ids.ServiceId) -> None:
-        self.client_member = client.member.path()
-        self.service = service.unversioned().path()
-
-
 class ClientProxy:
     def __init__(self, runtime: GatewayRuntime) -> None:
         self.rt = runtime
@@ -100,7 +86,7 @@ class ClientProxy:
     async def _guard(self, work, *, is_soap: bool, request: web.Request) -> web.StreamResponse:  # type: ignore[no-untyped-def]
         """Run one exchange: every failure becomes a fault for the caller, and every outcome a metric."""
         exchange = metrics.Exchange("client", "soap" if is_soap else "rest", self.rt.opmon)
-        labels = ExchangeLabels()
+        labels = metrics.ExchangeLabels()
         fault_code = ""
         try:
             response = await work(request, exchange, labels)
@@ -152,7 +138,7 @@ class ClientProxy:
     # -- SOAP --------------------------------------------------------------------------------------------------
 
     async def handle_soap(self, request: web.Request, exchange: metrics.Exchange,
-                          labels: ExchangeLabels) -> web.Response:
+                          labels: metrics.ExchangeLabels) -> web.Response:
         if request.content_type not in _SOAP_TYPES:
             raise Fault(Origin.CLIENT, Code.INVALID_CONTENT_TYPE,
                         f"Content-Type must be text/xml for SOAP 1.1, not {request.content_type!r}")
@@ -162,7 +148,7 @@ class ClientProxy:
         return await self.soap_exchange(request, body, exchange, labels)
 
     async def soap_exchange(self, request: web.Request, body: bytes, exchange: metrics.Exchange,
-                            labels: ExchangeLabels) -> web.Response:
+                            labels: metrics.ExchangeLabels) -> web.Response:
         """Relay an X-Road SOAP request whose body is read (also the entry for client-side adapters)."""
         message = soap.parse_message(body)
         conf = self.rt.require_conf(Origin.CLIENT_PROXY)
@@ -191,7 +177,7 @@ class ClientProxy:
     # -- REST --------------------------------------------------------------------------------------------------
 
     async def handle_rest(self, request: web.Request, exchange: metrics.Exchange,
-                          labels: ExchangeLabels) -> web.Response:
+                          labels: metrics.ExchangeLabels) -> web.Response:
         parsed = rest.parse_request(request.method, request.rel_url.raw_path, request.rel_url.raw_query_string,
                                     list(request.headers.items()))
         labels.set(parsed.client, parsed.service)

@@ -18,7 +18,7 @@ from gateway.monitoring import metrics
 from gateway.proxy.runtime import GatewayRuntime
 
 if TYPE_CHECKING:
-    from gateway.proxy.client_side import ClientProxy, ExchangeLabels
+    from gateway.proxy.client_side import ClientProxy
 
 _ORIGIN = Origin.SERVER_PROXY
 _HOST = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
@@ -68,7 +68,7 @@ class ClientMetaservices:
         return await self.proxy._guard(self._wsdl, is_soap=True, request=request)
 
     async def _list_clients(self, request: web.Request, exchange: metrics.Exchange,
-                            labels: ExchangeLabels) -> web.Response:
+                            labels: metrics.ExchangeLabels) -> web.Response:
         conf = self.rt.require_conf(Origin.CLIENT_PROXY)
         clients = metaservices.client_list(conf, request.query.get("xRoadInstance") or None)
         # PR-META §2: JSON only when asked for; otherwise text/xml.
@@ -77,7 +77,8 @@ class ClientMetaservices:
                                 charset="utf-8")
         return web.Response(body=metaservices.client_list_xml(clients), content_type="text/xml", charset="utf-8")
 
-    async def _wsdl(self, request: web.Request, exchange: metrics.Exchange, labels: ExchangeLabels) -> web.Response:
+    async def _wsdl(self, request: web.Request, exchange: metrics.Exchange,
+                    labels: metrics.ExchangeLabels) -> web.Response:
         target = metaservices.wsdl_query(request.query)
         # X-Road sends the getWsdl as the gateway's owner member, so no client subsystem has to be named.
         client = self.rt.server_id.owner

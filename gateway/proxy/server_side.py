@@ -41,7 +41,7 @@ class ServerProxy:
     async def handle_frame(self, fingerprint: str | None, frame: Frame) -> Frame:
         """One signed request from a peer gateway in, one signed response (or a fault) out."""
         exchange = metrics.Exchange("provider", "peer", self.rt.opmon)
-        labels: dict[str, str] = {}
+        labels = metrics.ExchangeLabels()
         try:
             parts, body, status = await self.process(fingerprint, envelope.SignedParts(
                 frame.manifest, frame.signature, frame.signer_cert, frame.ocsp), frame.body, exchange, labels)
@@ -59,12 +59,13 @@ class ServerProxy:
             internal = Fault(_ORIGIN, Code.INTERNAL_ERROR, "internal error in the provider's gateway", detail)
             reply, status, fault_code = _fault_frame(internal), 500, internal.full_code
             exchange.failed(internal)
-        exchange.finish(client_member=labels.get("client", ""), service=labels.get("service", ""), status=status,
+        exchange.finish(client_member=labels.client_member, service=labels.service, status=status,
                         fault_code=fault_code, request_bytes=len(frame.body), response_bytes=len(reply.body))
         return reply
 
     async def process(self, fingerprint: str | None, parts: envelope.SignedParts, body: bytes,
-                      exchange: metrics.Exchange, labels: dict[str, str]) -> tuple[envelope.SignedParts, bytes, int]:
+                      exchange: metrics.Exchange,
+                      labels: metrics.ExchangeLabels) -> tuple[envelope.SignedParts, bytes, int]:
         conf = self.rt.require_conf(_ORIGIN)
         peer = conf.gateway_by_fingerprint.get(fingerprint) if fingerprint else None
         if peer is None:
@@ -82,7 +83,7 @@ class ServerProxy:
         except ids.IdentifierError as exc:
             raise Fault(_ORIGIN, Code.MALFORMED_SIGNATURE, f"manifest identifiers: {exc}") from None
         exchange.protocol = manifest.protocol
-        labels["client"], labels["service"] = client.member.path(), service.unversioned().path()
+        labels.set(client, service)
         # 1-2: the client exists, and the calling gateway is one where it is registered.
         if not conf.is_known_client(client.path()):
             raise Fault(_ORIGIN, Code.UNKNOWN_MEMBER, f"client {client} is not in the global configuration")
@@ -148,7 +149,7 @@ class ServerProxy:
         waited = time.perf_counter() - started
         exchange.waited(waited)
         if settings is not None:  # a metaservice has no backend to time, nor a description to check against
-            metrics.BACKEND_DURATION.labels(labels["service"]).observe(waited)
+            metrics.BACKEND_DURATION.labels(labels.service).observe(waited)
             if settings.validator is not None:
                 settings.validator.response(manifest.method, manifest.path, status, headers, resp_body)
         signed, response_manifest = await self._sign_response(service, manifest, parts.manifest, status, headers,
