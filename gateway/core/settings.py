@@ -738,8 +738,8 @@ class GatewaySettings(_Model):
     peer_timeout_seconds: float = Field(60.0, gt=0)
     clock_skew_seconds: int = Field(300, ge=1)
     globalconf_refresh_seconds: float | None = Field(None, gt=0)
-    message_log: MessageLogSettings = Field(default_factory=MessageLogSettings)
-    op_monitoring: OpMonitoringSettings = Field(default_factory=OpMonitoringSettings)
+    message_log: MessageLogSettings = Field(default_factory=lambda: MessageLogSettings())
+    op_monitoring: OpMonitoringSettings = Field(default_factory=lambda: OpMonitoringSettings())
     certificate_warning_days: float = Field(14.0, ge=0)  # readiness warns this long before a certificate expires
     description_cache_seconds: float = Field(300.0, ge=0)  # client side: service descriptions fetched for /wsdl
     adapters: list[ClientAdapterSettings] = Field(default_factory=list)  # client side: routes for legacy callers

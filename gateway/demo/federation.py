@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,8 +46,8 @@ class Service:
     version: str | None = None
     timeout_seconds: float = 10.0
     disabled: bool = False
-    description: dict[str, object] | None = None  # e.g. {"wsdl": "/path/population.wsdl"} or {"openapi": ...}
-    adapter: dict[str, object] | None = None  # e.g. {"kind": "rest-to-soap", "wsdl": "/path/population.wsdl"}
+    description: Mapping[str, object] | None = None  # e.g. {"wsdl": "/path/population.wsdl"} or {"openapi": ...}
+    adapter: Mapping[str, object] | None = None  # e.g. {"kind": "rest-to-soap", "wsdl": "/path/population.wsdl"}
     endpoints: tuple[dict[str, object], ...] = ()  # REST endpoint rights: {"method", "path", "allow"}
 
 
@@ -88,8 +89,8 @@ def _write_yaml(path: Path, data: object) -> None:
 
 
 def build(directory: Path, ports: Ports, services: list[Service], agencies: tuple[Agency, ...] = DEMO_AGENCIES,
-          global_groups: list[dict[str, object]] | None = None, validity_seconds: int = 600,
-          refresh_seconds: int = 60, gateway_overrides: dict[str, dict[str, object]] | None = None,
+          global_groups: Sequence[Mapping[str, object]] | None = None, validity_seconds: int = 600,
+          refresh_seconds: int = 60, gateway_overrides: Mapping[str, Mapping[str, object]] | None = None,
           tsa_url: str | None = None, ocsp_url: str | None = None, ocsp_freshness_seconds: int = 3600,
           management_port: int | None = None, auto_approve: tuple[str, ...] = ()) -> Layout:
     """Generate keys and certificates at run time (never committed) and write every configuration file. With
@@ -130,7 +131,7 @@ def build(directory: Path, ports: Ports, services: list[Service], agencies: tupl
         "members": [{"class": a.member_class, "code": a.member_code, "name": a.name, "subsystems": [a.subsystem]}
                     for a in agencies],
         "gateways": gateways,
-        "global_groups": global_groups or [],
+        "global_groups": list(global_groups or []),
     }
     if management_port is not None:
         tls_key = new_key()
@@ -159,7 +160,7 @@ def build(directory: Path, ports: Ports, services: list[Service], agencies: tupl
     gateway_files = {}
     for agency in agencies:
         own = [s for s in services if s.agency == agency.key]
-        config = {
+        config: dict[str, object] = {
             "server": agency.server.path(),
             "anchor": anchor,
             "state_dir": f"state/{agency.key}",

@@ -114,10 +114,11 @@ class ClientProxy:
         except Exception:  # never leak a stack trace to the caller; the id finds it in the log
             detail = new_id()
             log.exception("internal error %s", detail)
-            fault = Fault(Origin.CLIENT_PROXY, Code.INTERNAL_ERROR, "internal error in the client's gateway", detail)
-            fault_code = fault.full_code
-            exchange.failed(fault)
-            response = self.fault_response(fault, is_soap=is_soap, request=request)
+            internal = Fault(Origin.CLIENT_PROXY, Code.INTERNAL_ERROR, "internal error in the client's gateway",
+                             detail)
+            fault_code = internal.full_code
+            exchange.failed(internal)
+            response = self.fault_response(internal, is_soap=is_soap, request=request)
         exchange.finish(client_member=labels.client_member, service=labels.service, status=response.status,
                         fault_code=fault_code, request_bytes=request.content_length or 0,
                         response_bytes=response.content_length or 0)

@@ -56,9 +56,9 @@ class ServerProxy:
         except Exception:
             detail = str(uuid.uuid4())
             log.exception("internal error %s", detail)
-            fault = Fault(_ORIGIN, Code.INTERNAL_ERROR, "internal error in the provider's gateway", detail)
-            reply, status, fault_code = _fault_frame(fault), 500, fault.full_code
-            exchange.failed(fault)
+            internal = Fault(_ORIGIN, Code.INTERNAL_ERROR, "internal error in the provider's gateway", detail)
+            reply, status, fault_code = _fault_frame(internal), 500, internal.full_code
+            exchange.failed(internal)
         exchange.finish(client_member=labels.get("client", ""), service=labels.get("service", ""), status=status,
                         fault_code=fault_code, request_bytes=len(frame.body), response_bytes=len(reply.body))
         return reply

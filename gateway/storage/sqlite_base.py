@@ -14,9 +14,12 @@ T = TypeVar("T")
 
 
 class MigrationLike(Protocol):
-    version: int
-    description: str
-    statements: tuple[str, ...]
+    @property
+    def version(self) -> int: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def statements(self) -> tuple[str, ...]: ...
 
 
 async def run(executor: ThreadPoolExecutor | None, closed: Callable[[], Exception], fn: Callable[..., T],
