@@ -295,6 +295,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=128)
     parser.add_argument("--max-requests", type=int, default=500_000)
     parser.add_argument("--workers", type=int, default=1, help="worker processes per gateway")
+    parser.add_argument("--ocsp", action="store_true",
+                        help="the CA runs its OCSP responder, so every signed message carries a stapled status")
     parser.add_argument("--profile", type=Path, help="write each gateway's py-spy collapsed stacks here (SQLite phase)")
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -318,7 +320,8 @@ def main() -> None:
         fed.Service("civil", "echo", "soap", f"{backend}/soap", ("SUBSYSTEM:DEMO/GOV/1003/patients",)),
         fed.Service("civil", "bench", "rest", f"{backend}/rest", ("SUBSYSTEM:DEMO/GOV/1003/patients",)),
     ]
-    layout = fed.build(work, ports, services)
+    ocsp_port = free_port() if args.ocsp else None
+    layout = fed.build(work, ports, services, ocsp_url=f"http://127.0.0.1:{ocsp_port}/" if ocsp_port else None)
     procs: list[subprocess.Popen[bytes]] = []
     results: dict[str, dict[str, float]] = {}
     try:
@@ -338,6 +341,10 @@ def main() -> None:
             args.seconds, args.concurrency, args.max_requests))
         stop(bare_procs)
 
+        if ocsp_port:
+            procs.append(spawn("-m", "gateway.cli", "pki", "ocsp", "serve", "--ca", str(work / "pki" / "ca"),
+                               "--host", "127.0.0.1", "--port", str(ocsp_port)))
+            wait_port(ocsp_port, procs[-1])
         procs.append(spawn("-m", "gateway.cli", "registry", "serve", "--config", str(layout.federation_file)))
         wait_port(ports.registry, procs[-1])
         # The signed chain in each message-log setting, with the same federation and backend.

@@ -150,3 +150,47 @@ def test_a_request_about_another_ca_is_unauthorized(ca_dir):
     cert = other.issue_sign_certificate(ids.parse_member("DEMO/GOV/1001"), "A", new_key().public_key())
     der = Responder.for_ca_dir(ca_dir).respond(build_request(cert, other.certificate), _now())
     assert x509_ocsp.load_der_ocsp_response(der).response_status is x509_ocsp.OCSPResponseStatus.UNAUTHORIZED
+
+
+async def test_a_responder_answering_http_500_or_garbage_is_a_clear_failure(ca_dir):
+    """A broken responder over real HTTP: HTTP 500, a wrong content type, garbage under the right content type,
+    and a closed port. Each is a clear refusal; none crashes the caller."""
+    import aiohttp
+    from aiohttp import web
+
+    from gateway.trust.ocsp_responder import RESPONSE_CONTENT_TYPE, OcspFetchError, fetch_response
+    from tests.conftest import free_ports, start_app
+
+    ca, cert = _issue(ca_dir)
+
+    async def error(_: web.Request) -> web.Response:
+        return web.Response(status=500, text="boom")
+
+    async def html(_: web.Request) -> web.Response:
+        return web.Response(text="<html>maintenance</html>", content_type="text/html")
+
+    async def garbage(_: web.Request) -> web.Response:
+        return web.Response(body=b"\x30\x03garbage", content_type=RESPONSE_CONTENT_TYPE)
+
+    app = web.Application()
+    app.router.add_post("/500", error)
+    app.router.add_post("/html", html)
+    app.router.add_post("/garbage", garbage)
+    runner, port = await start_app(app)
+    closed = free_ports(1)[0]
+    try:
+        async with aiohttp.ClientSession() as session:
+            base = f"http://127.0.0.1:{port}"
+            with pytest.raises(OcspFetchError, match="answered HTTP 500"):
+                await fetch_response(session, f"{base}/500", cert, ca.certificate, 5)
+            with pytest.raises(OcspFetchError, match="text/html"):
+                await fetch_response(session, f"{base}/html", cert, ca.certificate, 5)
+            with pytest.raises(OcspFetchError, match="unreachable"):
+                await fetch_response(session, f"http://127.0.0.1:{closed}/", cert, ca.certificate, 5)
+            der = await fetch_response(session, f"{base}/garbage", cert, ca.certificate, 5)
+            with pytest.raises(OcspError) as refused:
+                check_response(der, cert, ca.certificate, _now(), FRESH)
+            assert refused.value.code is Code.CERT_VALIDATION
+            assert str(refused.value) == "OCSP response is not valid DER"
+    finally:
+        await runner.cleanup()
