@@ -129,6 +129,7 @@ async def test_a_fourth_agency_joins_and_exchanges_without_any_restart(federatio
     trail = [(e.action, e.result, e.actor) for e in AuditTrail(f.layout.directory / "registry-state"
                                                                 / "audit.jsonl").entries()]
     assert ("registration.approve", "ok", "policy:auto-approve") in trail
+    assert ("registration.submit", "ok", f"gateway:{NEW_SERVER}") in trail  # who: the gateway, by its TLS certificate
     assert sum(1 for a, r, _ in trail if a == "registration.approve" and r == "ok") == 4
     assert ("registration.submit", "refused") in [(a, r) for a, r, _ in trail]
 

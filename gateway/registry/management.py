@@ -23,6 +23,7 @@ from cryptography import x509
 
 from gateway.audit.trail import AuditTrail
 from gateway.core import registration as reg
+from gateway.core.certificates import member_of_sign_certificate
 from gateway.core.settings import FederationConfig, ManagementSettings
 from gateway.storage import sqlite_base
 
@@ -183,7 +184,8 @@ class ManagementApi:
         if not der:
             return _error(401, "SslAuthenticationFailed", "present the gateway's auth certificate (mutual TLS)")
         tls_certificate = x509.load_der_x509_certificate(der)
-        submitter = tls_certificate.subject.rfc4514_string()
+        named = member_of_sign_certificate(tls_certificate)  # an auth certificate names its gateway the same way
+        submitter = f"gateway:{named}" if named else tls_certificate.subject.rfc4514_string()
         raw = await request.content.read(reg.MAX_REQUEST_BYTES + 1)
         fed, cas = self._current()  # type: ignore[operator]
         now = dt.datetime.now(dt.UTC)
