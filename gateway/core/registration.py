@@ -187,9 +187,7 @@ def verify(raw: bytes, approved_cas: list[x509.Certificate], now: dt.datetime) -
 def check_submitter(request: Request, tls_certificate: x509.Certificate) -> None:
     """The mutual-TLS certificate must be an auth certificate of a gateway of the requesting member (for a new
     gateway: exactly the auth certificate it registers)."""
-    from gateway.core.certificates import member_of_sign_certificate as server_named
-
-    server = server_named(tls_certificate) or ""
+    server = member_of_sign_certificate(tls_certificate) or ""  # an auth certificate names its gateway alike
     try:
         owner = ids.parse_server(server).owner.path()
     except ids.IdentifierError:

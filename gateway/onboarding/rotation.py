@@ -16,13 +16,12 @@ import sys
 from pathlib import Path
 
 import yaml
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway.audit.trail import AuditTrail, current_user
 from gateway.configfile import ConfigError, load_model
 from gateway.core.certificates import fingerprint, member_of_sign_certificate
 from gateway.core.settings import GatewaySettings
-from gateway.trust.pki import load_certificate, load_key
+from gateway.trust.pki import holds_key, load_certificate, load_key
 
 
 class RotationError(ValueError):
@@ -30,9 +29,7 @@ class RotationError(ValueError):
 
 
 def _same_key(cert_path: Path, key_path: Path) -> None:
-    spki = PublicFormat.SubjectPublicKeyInfo
-    if load_certificate(cert_path).public_key().public_bytes(Encoding.DER, spki) != \
-            load_key(key_path).public_key().public_bytes(Encoding.DER, spki):
+    if not holds_key(load_certificate(cert_path), load_key(key_path)):
         raise RotationError(f"{cert_path} does not hold the public key of {key_path}")
 
 

@@ -90,10 +90,8 @@ def _audit_trail(fed: FederationConfig, config: Path):  # type: ignore[no-untype
 
 def _rotate_signing_key(args: argparse.Namespace) -> int:
     """Announce a new configuration-signing key (gateways learn to trust it), or switch to an announced one."""
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
     from gateway.core.certificates import fingerprint
-    from gateway.trust.pki import load_certificate, load_key
+    from gateway.trust.pki import holds_key, load_certificate, load_key
 
     fed = load_model(args.config, FederationConfig)
     trail = _audit_trail(fed, args.config)
@@ -101,9 +99,7 @@ def _rotate_signing_key(args: argparse.Namespace) -> int:
     cert_path, key_path = args.cert.resolve(), args.key.resolve()
     try:
         cert = load_certificate(cert_path)
-        spki = PublicFormat.SubjectPublicKeyInfo
-        if cert.public_key().public_bytes(Encoding.DER, spki) != load_key(key_path).public_key().public_bytes(
-                Encoding.DER, spki):
+        if not holds_key(cert, load_key(key_path)):
             raise ConfigError(f"{cert_path} does not hold the public key of {key_path}")
         announced = [p.resolve() for p in fed.registry.next_signing_certificates]
         data = yaml.safe_load(args.config.read_text())

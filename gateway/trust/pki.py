@@ -180,6 +180,13 @@ def sign_certificate_subject(member: MemberId, member_name: str) -> x509.Name:
     return _name(member.member_code, member_name, member.path())
 
 
+def holds_key(cert: x509.Certificate, key: PrivateKey) -> bool:
+    """Whether ``cert`` certifies the public half of ``key`` (before installing a rotated pair)."""
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    return cert.public_key().public_bytes(serialization.Encoding.DER, spki) == key.public_key().public_bytes(
+        serialization.Encoding.DER, spki)
+
+
 def save_key(path: Path, key: PrivateKey) -> None:
     """Write a private key readable by its owner only (0600), never briefly world-readable."""
     path.parent.mkdir(parents=True, exist_ok=True)
