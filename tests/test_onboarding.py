@@ -113,7 +113,7 @@ async def test_a_fourth_agency_joins_and_exchanges_without_any_restart(federatio
         status, code = await call(f, url)
         # (UnknownMember until the registry has published the approvals, then InvalidClientIdentifier.)
         assert status == 500 and code in ("Server.ClientProxy.UnknownMember",
-                                          "Client.ClientProxy.InvalidClientIdentifier"), code
+                                          "Client.InvalidClientIdentifier"), code
         assert await run(register, new, "client", "--client", NEW_CLIENT.path()) == 0  # auto-approved by policy
         # Within the gateways' refresh interval, with no restart anywhere, the first exchange succeeds.
         started = time.monotonic()

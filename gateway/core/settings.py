@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -635,9 +636,9 @@ class ServiceSettings(_Model):
             raise ValueError(f"description.validation: {exc}") from None
         return self
 
-    @property
+    @functools.cached_property
     def validator(self) -> validation.Validator | None:
-        return self._validator
+        return self._validator  # pydantic's private-attribute lookup is slow, and this is read on every request
 
     @property
     def operation(self) -> str:
@@ -676,15 +677,16 @@ class ServiceSettings(_Model):
             raise ValueError("endpoints: endpoint rights are for REST services; a SOAP service is one operation")
         return self
 
-    @property
+    # Cached: read on every request, and the model is frozen.
+    @functools.cached_property
     def endpoint_rules(self) -> tuple[EndpointRule, ...]:
         return tuple(e.rule() for e in self.endpoints)
 
-    @property
+    @functools.cached_property
     def service_id(self) -> ids.ServiceId:
         return ids.parse_service(self.id)
 
-    @property
+    @functools.cached_property
     def access_rules(self) -> tuple[AccessRule, ...]:
         return _rules(self.allow)
 

@@ -31,6 +31,7 @@ from gateway.messagelog.records import LogFields
 from gateway.messagelog.timestamper import TsaEndpoint
 from gateway.monitoring import metrics, opwriter
 from gateway.proxy import tls
+from gateway.proxy.backendclient import BackendPool
 from gateway.proxy.batchsigner import BatchSigner
 from gateway.proxy.confclient import GlobalConfClient
 from gateway.proxy.httpio import read_limited
@@ -129,7 +130,7 @@ class GatewayRuntime:
         self.signer_trust = SignerTrust()
         self.health: dict[str, PeerHealth] = {}
         self._peers: dict[str, tuple[frozenset[str], PeerLinkClient]] = {}
-        self.backend: aiohttp.ClientSession | None = None
+        self.backend: BackendPool | None = None
         self._registry: aiohttp.ClientSession | None = None
         self._conf_task: asyncio.Task[None] | None = None
         self._ocsp_task: asyncio.Task[None] | None = None
@@ -139,9 +140,7 @@ class GatewayRuntime:
     # -- lifecycle -------------------------------------------------------------------------------------------
 
     async def start(self, wait_for_conf_seconds: float = 60.0) -> None:
-        self.backend = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30),
-            auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
+        self.backend = BackendPool()
         self._registry = aiohttp.ClientSession()
         await self.message_log.open()
         if self.opmon is not None:
@@ -168,9 +167,10 @@ class GatewayRuntime:
             await self.conf.stop(self._conf_task)
         for _, link in self._peers.values():
             link.close()
-        for session in (self.backend, self._registry):
-            if session is not None:
-                await session.close()
+        if self.backend is not None:
+            await self.backend.close()
+        if self._registry is not None:
+            await self._registry.close()
         if self.opmon is not None:
             await self.opmon.close()
         await self.message_log.close()

@@ -7,8 +7,6 @@ import logging
 import time
 import uuid
 
-import aiohttp
-
 from adapters.provider import ProviderAdapters
 from gateway.core import envelope, metaservices, soap
 from gateway.core import identifiers as ids
@@ -17,7 +15,7 @@ from gateway.core.faults import Code, Fault, Origin, render_json
 from gateway.core.frames import Frame, Kind
 from gateway.core.settings import ServiceSettings
 from gateway.monitoring import metrics, opservice
-from gateway.proxy.httpio import read_limited
+from gateway.proxy.backendclient import BackendError, ResponseTooLarge
 from gateway.proxy.metaservices import ProviderMetaservices
 from gateway.proxy.runtime import GatewayRuntime
 
@@ -164,20 +162,17 @@ class ServerProxy:
     async def _call(self, settings: ServiceSettings, method: str, url: str, headers: list[tuple[str, str]],
                     body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         assert self.rt.backend is not None
-        timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
         try:
-            async with self.rt.backend.request(method, url, data=body or None, headers=headers, timeout=timeout,
-                                               allow_redirects=False) as resp:
-                data = await read_limited(resp.content, self.limit)
-                if data is None:
-                    raise Fault(_ORIGIN, Code.SERVICE_FAILED, "service response is larger than the limit")
-                return resp.status, [(k.lower(), v) for k, v in resp.headers.items()], data
+            resp = await self.rt.backend.request(method, url, headers, body, timeout=settings.timeout_seconds,
+                                                 limit=self.limit)
         except TimeoutError:
             raise Fault(_ORIGIN, Code.SERVICE_TIMEOUT,
                         f"service {settings.id} did not answer within {settings.timeout_seconds:g} s") from None
-        except aiohttp.ClientError as exc:
-            raise Fault(_ORIGIN, Code.SERVICE_FAILED,
-                        f"service {settings.id} failed: {exc.__class__.__name__}") from None
+        except ResponseTooLarge:
+            raise Fault(_ORIGIN, Code.SERVICE_FAILED, "service response is larger than the limit") from None
+        except BackendError as exc:
+            raise Fault(_ORIGIN, Code.SERVICE_FAILED, f"service {settings.id} failed: {exc.kind}") from None
+        return resp.status, resp.headers, resp.body
 
     async def _soap(self, settings: ServiceSettings, manifest: envelope.RequestManifest,
                     body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
