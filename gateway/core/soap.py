@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import lru_cache
 
 from lxml import etree
 
@@ -106,23 +107,36 @@ def _id_parts(el: etree._Element, origin: Origin, what: str, allowed: tuple[str,
     return parts
 
 
+@lru_cache(maxsize=4096)
+def _client(object_type: str | None, instance: str, member_class: str, member_code: str,
+            subsystem_code: str | None) -> ids.ClientId | None:
+    """The client id for these header values; None for an unknown objectType. Cached, as the same few clients send
+    every message and validating the parts costs more than parsing them (an IdentifierError is not cached)."""
+    if object_type == "SUBSYSTEM":
+        return ids.SubsystemId(instance, member_class, member_code, subsystem_code or "")
+    if object_type == "MEMBER":
+        if subsystem_code is not None:
+            raise ids.IdentifierError("a MEMBER client must not have a subsystemCode")
+        return ids.MemberId(instance, member_class, member_code)
+    return None
+
+
 def parse_client_header(el: etree._Element, origin: Origin = Origin.CLIENT) -> ids.ClientId:
     object_type = el.get(_OBJECT_TYPE)
     parts = _id_parts(el, origin, "client", ("xRoadInstance", "memberClass", "memberCode", "subsystemCode"),
                       Code.INVALID_CLIENT_IDENTIFIER)
     try:
-        if object_type == "SUBSYSTEM":
-            return ids.SubsystemId(parts.get("xRoadInstance", ""), parts.get("memberClass", ""),
-                                   parts.get("memberCode", ""), parts.get("subsystemCode", ""))
-        if object_type == "MEMBER":
-            if "subsystemCode" in parts:
-                raise ids.IdentifierError("a MEMBER client must not have a subsystemCode")
-            return ids.MemberId(parts.get("xRoadInstance", ""), parts.get("memberClass", ""),
-                                parts.get("memberCode", ""))
+        client = _client(object_type, parts.get("xRoadInstance", ""), parts.get("memberClass", ""),
+                         parts.get("memberCode", ""), parts.get("subsystemCode"))
     except ids.IdentifierError as exc:
         raise Fault(origin, Code.INVALID_CLIENT_IDENTIFIER, f"client header: {exc}") from None
-    raise Fault(origin, Code.INVALID_CLIENT_IDENTIFIER,
-                f"client header objectType must be SUBSYSTEM or MEMBER, not {object_type!r}")
+    if client is None:
+        raise Fault(origin, Code.INVALID_CLIENT_IDENTIFIER,
+                    f"client header objectType must be SUBSYSTEM or MEMBER, not {object_type!r}")
+    return client
+
+
+_service = lru_cache(maxsize=4096)(ids.ServiceId)  # as _client: the same few services, validated once
 
 
 def parse_service_header(el: etree._Element, origin: Origin = Origin.CLIENT) -> ids.ServiceId:
@@ -131,9 +145,8 @@ def parse_service_header(el: etree._Element, origin: Origin = Origin.CLIENT) -> 
     parts = _id_parts(el, origin, "service", ("xRoadInstance", "memberClass", "memberCode", "subsystemCode",
                                               "serviceCode", "serviceVersion"), Code.INVALID_SERVICE_IDENTIFIER)
     try:
-        return ids.ServiceId(parts.get("xRoadInstance", ""), parts.get("memberClass", ""),
-                             parts.get("memberCode", ""), parts.get("subsystemCode"),
-                             parts.get("serviceCode", ""), parts.get("serviceVersion"))
+        return _service(parts.get("xRoadInstance", ""), parts.get("memberClass", ""), parts.get("memberCode", ""),
+                        parts.get("subsystemCode"), parts.get("serviceCode", ""), parts.get("serviceVersion"))
     except ids.IdentifierError as exc:
         raise Fault(origin, Code.INVALID_SERVICE_IDENTIFIER, f"service header: {exc}") from None
 

@@ -149,10 +149,7 @@ class GatewayMessageLog:
             else:
                 fields = tuple(await asyncio.to_thread(lambda: [encrypt_fields(key, f) for f in fields]))
         try:
-            if len(fields) == 1:
-                records = [await self.writer.append(fields[0])]
-            else:
-                records = await asyncio.gather(*(self.writer.append(f) for f in fields))
+            records = await self.writer.append_many(fields)
         except MessageLogWriteError as exc:
             log.error("message log write failed: %s", exc.__cause__ or exc)
             raise Fault(origin, Code.LOGGING_FAILED, "the message could not be written to the message log") from None

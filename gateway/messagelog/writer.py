@@ -30,6 +30,11 @@ _Item = tuple[LogFields, "asyncio.Future[LogRecord]"]
 _WAKE = None  # put by close() to wake a writer blocked on an empty queue
 
 
+def _consume(fut: asyncio.Future[LogRecord]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 class GroupCommitWriter:
     """Funnel ``append`` calls through one task that commits them in batches.
 
@@ -73,19 +78,34 @@ class GroupCommitWriter:
 
     async def append(self, fields: LogFields) -> LogRecord:
         """Queue ``fields`` and return its stored record once committed; raise MessageLogWriteError if not."""
+        return (await self.append_many((fields,)))[0]
+
+    async def append_many(self, many: tuple[LogFields, ...] | list[LogFields]) -> list[LogRecord]:
+        """``append`` for several records, queued in order; returns once all are committed, or raises if any of
+        them was not. Cheaper than gathering ``append`` calls, which would make a task of each."""
         if self._closing:
             raise WriterClosed("the message-log writer is closed")
         self.start()
         assert self._task is not None
         if self._task.done():
             raise WriterClosed("the message-log writer task has stopped")
-        fut: asyncio.Future[LogRecord] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[LogRecord]] = []
         self._putting += 1
         try:
-            await self._queue.put((fields, fut))
+            for fields in many:
+                fut: asyncio.Future[LogRecord] = loop.create_future()
+                await self._queue.put((fields, fut))
+                futures.append(fut)
         finally:
             self._putting -= 1
-        return await fut
+        # Batches commit in queue order, so this mostly suspends once; a done future returns without suspending.
+        try:
+            return [await fut for fut in futures]
+        except BaseException:
+            for fut in futures:  # the first failure is the caller's answer; the others need no retrieving
+                fut.add_done_callback(_consume)
+            raise
 
     async def close(self) -> None:
         """Stop taking records, commit everything already accepted, and stop the task. The store stays open."""
