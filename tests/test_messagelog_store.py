@@ -326,6 +326,15 @@ async def test_append_and_verify(store: MessageLogStore) -> None:
     assert await store.verify(page_size=4) == []
 
 
+async def test_one_batch_larger_than_one_insert_statement(store: MessageLogStore) -> None:
+    # SQLite writes a batch as multi-row INSERTs of at most 256 rows; 600 records span three of them.
+    recs = await store.append_batch([fields(i, size=64) for i in range(600)])
+    assert [r.seq for r in recs] == list(range(1, 601))
+    assert await store.range(1, 600) == recs
+    assert await store.by_xroad_id("m-599") == [recs[-1]]
+    assert await store.verify() == []
+
+
 async def test_group_commit_1000_concurrent_appends(store: MessageLogStore) -> None:
     writer = GroupCommitWriter(store, max_batch=256, max_delay_ms=2)
     try:

@@ -10,9 +10,11 @@ connections kept for reuse. The response is parsed by httptools (llhttp, the par
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections import deque
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import httptools
 from yarl import URL
@@ -38,19 +40,18 @@ class BackendResponse:
     body: bytes
 
 
-_FORBIDDEN_IN_HEADERS = str.maketrans("", "", "\r\n\0")
-_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: a method or a header name
 
 
 def _check_header(name: str, value: str) -> None:
     # A header may come from the caller (REST headers are relayed): CR, LF or NUL would split the request.
-    if not name or not set(name) <= _TOKEN_CHARS or value.translate(_FORBIDDEN_IN_HEADERS) != value:
+    if not _TOKEN.fullmatch(name) or "\r" in value or "\n" in value or "\0" in value:
         raise BackendError("InvalidHeader", f"header {name!r} cannot be sent to the backend")
 
 
 def encode_request(method: str, target: str, host: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
     """The request head and body as bytes (Host and Content-Length set here, never taken from ``headers``)."""
-    if not method or not set(method) <= _TOKEN_CHARS:
+    if not _TOKEN.fullmatch(method):
         raise BackendError("InvalidMethod", f"method {method!r} cannot be sent to the backend")
     lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
     for name, value in headers:
@@ -180,6 +181,23 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
+def _expire(future: asyncio.Future[BackendResponse]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
+@lru_cache(maxsize=1024)
+def _split_url(url: str) -> tuple[tuple[str, str, int], str, str]:
+    """((scheme, host, port), the Host header, the request target) of a backend URL."""
+    parsed = URL(url)
+    if parsed.scheme not in ("http", "https") or not parsed.raw_host:
+        raise BackendError("InvalidURL", "backend URL must be http or https with a host")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    name = f"[{parsed.raw_host}]" if ":" in parsed.raw_host else parsed.raw_host
+    host = name if parsed.is_default_port() else f"{name}:{port}"
+    return (parsed.scheme, parsed.raw_host, port), host, parsed.raw_path_qs or "/"
+
+
 class BackendPool:
     """Keep-alive connections to backends, per (scheme, host, port); at most ``idle_per_host`` idle ones are kept,
     each for ``idle_seconds``. Connections in use are not capped: the peer link already bounds concurrency."""
@@ -196,30 +214,27 @@ class BackendPool:
     async def request(self, method: str, url: str, headers: list[tuple[str, str]], body: bytes, *,
                       timeout: float, limit: int) -> BackendResponse:
         """Send one request and read its response whole; raises BackendError, ResponseTooLarge or TimeoutError."""
-        parsed = URL(url)
-        if parsed.scheme not in ("http", "https") or not parsed.raw_host:
-            raise BackendError("InvalidURL", "backend URL must be http or https with a host")
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        key = (parsed.scheme, parsed.raw_host, port)
-        host = parsed.raw_host if parsed.is_default_port() else f"{parsed.raw_host}:{port}"
-        if ":" in parsed.raw_host:
-            host = f"[{parsed.raw_host}]" if parsed.is_default_port() else f"[{parsed.raw_host}]:{port}"
-        data = encode_request(method, parsed.raw_path_qs or "/", host, headers, body)
+        key, host, target = _split_url(url)
+        data = encode_request(method, target, host, headers, body)
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(timeout):
-            conn = self._take_idle(key)
-            if conn is None:
-                conn = await self._connect(key)
-            future: asyncio.Future[BackendResponse] = loop.create_future()
-            conn.current = _Exchange(future, limit, head_only=method == "HEAD")
-            assert conn.transport is not None
-            conn.transport.write(data)
-            try:
-                return await future
-            except BaseException:
-                if not future.done() or conn.current is not None:
-                    conn._abort()  # timed out or cancelled mid-answer: the connection's state is unknown
-                raise
+        deadline = loop.time() + timeout
+        conn = self._take_idle(key)
+        if conn is None:
+            conn = await asyncio.wait_for(self._connect(key), timeout)
+        future: asyncio.Future[BackendResponse] = loop.create_future()
+        conn.current = _Exchange(future, limit, head_only=method == "HEAD")
+        assert conn.transport is not None
+        conn.transport.write(data)
+        # A plain timer on the future: cheaper than asyncio.timeout on every call.
+        timer = loop.call_at(deadline, _expire, future)
+        try:
+            return await future
+        except BaseException:
+            if conn.current is not None:
+                conn._abort()  # timed out or cancelled mid-answer: the connection's state is unknown
+            raise
+        finally:
+            timer.cancel()
 
     def _take_idle(self, key: tuple[str, str, int]) -> _Connection | None:
         idle = self._idle.get(key)
