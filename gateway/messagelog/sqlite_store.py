@@ -11,7 +11,6 @@ lie about fsync anyway.
 
 from __future__ import annotations
 
-import functools
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -98,13 +97,6 @@ MIGRATIONS: tuple[Migration, ...] = (
 
 _COLS = ", ".join(RECORD_COLUMNS)
 _SELECT = f"SELECT {_COLS} FROM messagelog_record"
-_ROWS_PER_INSERT = 256  # x 16 columns: far below SQLite's limit of 32766 parameters
-
-
-@functools.lru_cache(maxsize=_ROWS_PER_INSERT)
-def _insert_rows(count: int) -> str:
-    row = f"({', '.join('?' * len(RECORD_COLUMNS))})"
-    return f"INSERT INTO messagelog_record ({_COLS}) VALUES {', '.join([row] * count)}"
 
 
 _TS_COLS = "first_seq, last_seq, merkle_root, token, tsa_name, tsa_url, gen_time_ms, created_ms"
@@ -198,11 +190,7 @@ class SqliteMessageLogStore(sqlite_base.WorkerStore, MessageLogStore):
         def append(db: sqlite3.Connection) -> list[LogRecord]:
             state = self._state_in(db, create=True)
             records = chain_many(state.last, batch)
-            # One statement per chunk rather than executemany's step per row: each step releases the GIL, and the
-            # thread must win it back from a busy event loop before the next row.
-            for start in range(0, len(records), _ROWS_PER_INSERT):
-                chunk = records[start:start + _ROWS_PER_INSERT]
-                db.execute(_insert_rows(len(chunk)), [value for r in chunk for value in _row(r)])
+            sqlite_base.insert_rows(db, "messagelog_record", RECORD_COLUMNS, [_row(r) for r in records])
             db.execute(
                 "UPDATE messagelog_chain SET last_seq = ?, last_hash = ? WHERE gateway_id = ?",
                 (records[-1].seq, records[-1].record_hash, self.gateway_id),

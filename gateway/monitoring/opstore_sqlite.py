@@ -36,7 +36,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     )),
 )
 _COLS = ", ".join(COLUMNS)
-_INSERT = f"INSERT INTO {TABLE} ({_COLS}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
 class SqliteOpStore(sqlite_base.WorkerStore, OpStore):
@@ -84,7 +83,7 @@ class SqliteOpStore(sqlite_base.WorkerStore, OpStore):
         return self._tx(lambda db: sqlite_base.migrate(db, COMPONENT, self.migrations, latest, too_new))
 
     def _insert_sync(self, rows: list[tuple[Any, ...]]) -> None:
-        self._tx(lambda db: db.executemany(_INSERT, rows))
+        self._tx(lambda db: sqlite_base.insert_rows(db, TABLE, COLUMNS, rows, max_rows=512))
 
     def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return self._db.execute(sql, tuple(params)).fetchall()

@@ -52,6 +52,26 @@ def connect(path: str, busy_timeout_ms: int, synchronous: str, error: type[Excep
     return conn
 
 
+# SQLite allows 32766 parameters in a statement; a wide table gets fewer rows per statement.
+_MAX_PARAMETERS = 32766
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_sql(table: str, columns: tuple[str, ...], count: int) -> str:
+    row = f"({', '.join('?' * len(columns))})"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * count)}"
+
+
+def insert_rows(db: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: Sequence[Sequence[Any]],
+                max_rows: int = 256) -> None:
+    """Insert ``rows`` with multi-row INSERT statements rather than executemany, whose every row is a statement
+    step that releases the GIL and must win it back from a busy event loop before the next row."""
+    per_statement = max(1, min(max_rows, _MAX_PARAMETERS // len(columns)))
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start:start + per_statement]
+        db.execute(_insert_sql(table, columns, len(chunk)), [value for row in chunk for value in row])
+
+
 def transaction(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
     """Run ``fn(db)`` inside BEGIN IMMEDIATE ... COMMIT, rolling back if it raises."""
     db.execute("BEGIN IMMEDIATE")
