@@ -21,12 +21,44 @@ class PeerUnreachable(ConnectionError):
     """No connection could be made (refused, unreachable, or the handshake failed): nothing was sent."""
 
 
+# A TLS record carries at most 16 KiB: once a record's worth is queued, holding it longer only delays the frames.
+_FLUSH_BYTES = 16 * 1024
+
+
 class _FlowControl(asyncio.Protocol):
-    """Waits for the transport's write buffer to drain, so a slow peer cannot make us buffer without bound."""
+    """Waits for the transport's write buffer to drain, so a slow peer cannot make us buffer without bound; and
+    coalesces the frames sent during one turn of the loop into writes of up to 16 KiB.
+
+    Under load dozens of frames go out per turn; written one by one, each is its own TLS record, send() call and,
+    at the peer, its own read. Measured with two gateways under wrk (3 runs each): ~1880 -> ~1740 us of gateway CPU
+    per exchange. Writing a whole turn's frames at once saved more CPU but lost throughput: the peer then got them
+    in one burst and the two gateways stopped overlapping their work.
+    """
+
+    transport: asyncio.Transport | None
 
     def __init__(self) -> None:
         self._paused = False
         self._drained: asyncio.Future[None] | None = None
+        self._outbox: list[bytes] = []
+        self._outbox_bytes = 0
+
+    def send(self, pieces: list[bytes]) -> None:
+        """Queue a frame's pieces; written once 16 KiB are queued, else when this turn of the loop ends."""
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outbox += pieces
+        self._outbox_bytes += sum(len(p) for p in pieces)
+        if self._outbox_bytes >= _FLUSH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._outbox:
+            return
+        out, self._outbox, self._outbox_bytes = self._outbox, [], 0
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(b"".join(out))
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -99,8 +131,7 @@ class _ClientConnection(_FlowControl):
         frame.stream = stream
         waiter: asyncio.Future[Frame] = loop.create_future()
         self.pending[stream] = waiter
-        assert self.transport is not None
-        self.transport.writelines(encode(frame))
+        self.send(encode(frame))
         # A plain timer is cheaper than asyncio.wait_for, which wraps the wait in another task.
         timer = loop.call_later(timeout, _expire, waiter)
         try:
@@ -227,7 +258,7 @@ class _ServerConnection(_FlowControl):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        transport.writelines(encode(response))
+        self.send(encode(response))
         if self.reading_paused and self.in_flight < self.max_in_flight // 2:
             self.reading_paused = False
             transport.resume_reading()
