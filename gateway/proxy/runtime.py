@@ -87,14 +87,11 @@ class SigningIdentity:
 
 async def read_body(request: web.Request, limit: int, origin: Origin) -> bytes:
     """Read the whole request body, refusing more than ``limit`` bytes with a fault."""
-    too_large = Fault(origin, Code.MESSAGE_TOO_LARGE, f"message is larger than the limit of {limit} bytes")
-    if request.content_length is not None:
-        if request.content_length > limit:
-            raise too_large
+    if request.content_length is not None and request.content_length <= limit:
         return await request.read()  # the length is known and within the limit: one read, no chunk list
-    data = await read_limited(request.content, limit)
+    data = None if request.content_length is not None else await read_limited(request.content, limit)
     if data is None:
-        raise too_large
+        raise Fault(origin, Code.MESSAGE_TOO_LARGE, f"message is larger than the limit of {limit} bytes")
     return data
 
 
