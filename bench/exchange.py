@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -295,6 +296,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=128)
     parser.add_argument("--max-requests", type=int, default=500_000)
     parser.add_argument("--workers", type=int, default=1, help="worker processes per gateway")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure the baseline and every phase this many times, interleaved; report medians")
     parser.add_argument("--ocsp", action="store_true",
                         help="the CA runs its OCSP responder, so every signed message carries a stapled status")
     parser.add_argument("--profile", type=Path, help="write each gateway's py-spy collapsed stacks here (SQLite phase)")
@@ -322,12 +325,12 @@ def main() -> None:
     ocsp_port = free_port() if args.ocsp else None
     layout = fed.build(work, ports, services, ocsp_url=f"http://127.0.0.1:{ocsp_port}/" if ocsp_port else None)
     procs: list[subprocess.Popen[bytes]] = []
-    results: dict[str, dict[str, float]] = {}
+    rounds: dict[str, list[dict[str, float]]] = {}
     try:
         procs.append(spawn(__file__, "--role", "backend", "--port", str(backend_port)))
         wait_port(backend_port, procs[-1])
 
-        # Baseline: bare chain A (HTTP in) -> B (mTLS) -> backend.
+        # Baseline: bare chain A (HTTP in) -> B (mTLS) -> backend. It idles while the gateways are measured.
         b_port, a_port = free_port(), free_port()
         bare_procs = [spawn(__file__, "--role", "bare-b", "--port", str(b_port), "--upstream", backend,
                             "--pki", str(work / "pki"))]
@@ -335,10 +338,7 @@ def main() -> None:
         bare_procs.append(spawn(__file__, "--role", "bare-a", "--port", str(a_port),
                                 "--upstream", f"https://127.0.0.1:{b_port}", "--pki", str(work / "pki")))
         wait_port(a_port, bare_procs[-1])
-        results["baseline"] = measured(bare_procs, lambda: load(
-            f"http://127.0.0.1:{a_port}/soap", f"http://127.0.0.1:{a_port}/rest/declarations",
-            args.seconds, args.concurrency, args.max_requests))
-        stop(bare_procs)
+        procs += bare_procs
 
         if ocsp_port:
             procs.append(spawn("-m", "gateway.cli", "pki", "ocsp", "serve", "--ca", str(work / "pki" / "ca"),
@@ -350,11 +350,18 @@ def main() -> None:
         phases = {"exchange": {"store": "sqlite"}, "nolog": {"enabled": False}}
         if postgres_reachable():
             phases["postgresql"] = {"store": "postgresql", "dsn": create_bench_database()}
-        for phase, message_log in phases.items():
-            results[phase] = run_gateways(layout, ports, args, message_log)
+        # Rounds interleave the baseline with the phases, so drift of the machine hits both alike.
+        for _ in range(args.rounds):
+            rounds.setdefault("baseline", []).append(measured(bare_procs, lambda: load(
+                f"http://127.0.0.1:{a_port}/soap", f"http://127.0.0.1:{a_port}/rest/declarations",
+                args.seconds, args.concurrency, args.max_requests)))
+            for phase, message_log in phases.items():
+                rounds.setdefault(phase, []).append(run_gateways(layout, ports, args, message_log))
     finally:
         stop(procs)
 
+    # Each phase is reported by its median round; the ratio is the median of the rounds' own ratios.
+    results = {phase: _median_run(runs) for phase, runs in rounds.items()}
     bare, exchange, nolog = results["baseline"], results["exchange"], results["nolog"]
     names = {"baseline": "baseline (bare mTLS chain)", "exchange": "exchange (signed, SQLite log)",
              "nolog": "exchange, message log off", "postgresql": "exchange (signed, PostgreSQL log)"}
@@ -368,9 +375,17 @@ def main() -> None:
         pg = results["postgresql"]
         print(f"log_rps={pg['rps']:.1f} nolog_rps={nolog['rps']:.1f} log_ratio={pg['rps'] / nolog['rps']:.3f} "
               "store=postgresql")
-    ratio = exchange["rps"] / bare["rps"]
+    ratios = [e["rps"] / b["rps"] for e, b in zip(rounds["exchange"], rounds["baseline"], strict=True)]
+    if len(ratios) > 1:
+        print("ratio by round: " + " ".join(f"{r:.3f}" for r in ratios))
+    ratio = statistics.median(ratios)
     print(f"exchange_rps={exchange['rps']:.1f} baseline_rps={bare['rps']:.1f} ratio={ratio:.3f} "
           f"p99_ms={exchange['p99_ms']:.2f}")
+
+
+def _median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The round with the median throughput (the lower middle one of an even count)."""
+    return sorted(runs, key=lambda r: r["rps"])[(len(runs) - 1) // 2]
 
 
 def run_gateways(layout: fed.Layout, ports: fed.Ports, args: argparse.Namespace,
