@@ -181,3 +181,24 @@ def test_request_encoding_refuses_header_injection_and_owns_framing_headers() ->
             encode_request("GET", "/", "h", [(name, value)], b"")
     with pytest.raises(BackendError):
         encode_request("GET /x HTTP/1.1\r\n", "/", "h", [], b"")
+
+
+async def test_a_reused_connection_closed_by_the_backend_is_retried_only_for_idempotent_methods() -> None:
+    async def one_answer_per_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await read_request(reader)  # the next request on this connection: closed unanswered, as at a keep-alive
+        writer.transport.abort()    # timeout racing with the request
+
+    backend = RawBackend(one_answer_per_connection)
+    pool = BackendPool()
+    async with backend as url:
+        assert (await pool.request("GET", url, [], b"", timeout=5, limit=100)).body == b"ok"
+        assert (await pool.request("GET", url, [], b"", timeout=5, limit=100)).body == b"ok"  # retried afresh
+        assert backend.connections == 2
+        with pytest.raises(BackendError) as info:  # a POST may have been acted on: never sent twice
+            await pool.request("POST", url, [], b"x", timeout=5, limit=100)
+        assert info.value.kind == "ServerDisconnected"
+        assert backend.connections == 2
+    await pool.close()

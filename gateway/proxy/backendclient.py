@@ -28,6 +28,14 @@ class BackendError(Exception):
         self.kind = kind
 
 
+class _StaleConnection(Exception):
+    """The connection closed before any byte of the answer arrived."""
+
+
+# RFC 9110 §9.2.2: a repeat of these has the same effect as one request.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
+
+
 class ResponseTooLarge(BackendError):
     def __init__(self, limit: int) -> None:
         super().__init__("ResponseTooLarge", f"response is larger than the limit of {limit} bytes")
@@ -219,16 +227,35 @@ class BackendPool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         conn = self._take_idle(key)
-        if conn is None:
-            conn = await asyncio.wait_for(self._connect(key), timeout)
+        if conn is not None:
+            try:
+                return await self._send(conn, data, method, limit, deadline)
+            except _StaleConnection:
+                # The backend closed this idle connection as we reused it, before answering anything. Only a
+                # request that may safely run twice is sent again; anything else fails as a disconnection.
+                if method not in _IDEMPOTENT:
+                    raise BackendError("ServerDisconnected", "backend closed the connection") from None
+        conn = await asyncio.wait_for(self._connect(key), max(deadline - loop.time(), 0))
+        try:
+            return await self._send(conn, data, method, limit, deadline)
+        except _StaleConnection:
+            raise BackendError("ServerDisconnected", "backend closed the connection") from None
+
+    async def _send(self, conn: _Connection, data: bytes, method: str, limit: int,
+                    deadline: float) -> BackendResponse:
+        loop = asyncio.get_running_loop()
         future: asyncio.Future[BackendResponse] = loop.create_future()
-        conn.current = _Exchange(future, limit, head_only=method == "HEAD")
+        exchange = conn.current = _Exchange(future, limit, head_only=method == "HEAD")
         assert conn.transport is not None
         conn.transport.write(data)
         # A plain timer on the future: cheaper than asyncio.timeout on every call.
         timer = loop.call_at(deadline, _expire, future)
         try:
             return await future
+        except BackendError as exc:
+            if exc.kind == "ServerDisconnected" and exchange.status == 0 and not exchange.headers:
+                raise _StaleConnection() from None
+            raise
         except BaseException:
             if conn.current is not None:
                 conn._abort()  # timed out or cancelled mid-answer: the connection's state is unknown
