@@ -70,8 +70,8 @@ async def test_keep_alive_reuses_one_connection_and_sends_the_body() -> None:
         while True:
             head, body = await read_request(reader)
             seen.append((head, body))
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
-                         % (len(body), body))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Name: J\xc3\xb5ks \xff\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
 
     backend = RawBackend(echo)
     pool = BackendPool()
@@ -81,6 +81,7 @@ async def test_keep_alive_reuses_one_connection_and_sends_the_body() -> None:
                                       timeout=5, limit=1024)
             assert (resp.status, resp.body) == (200, b"hello %d" % i)
             assert ("content-type", "text/plain") in resp.headers
+            assert ("x-name", "J\u00f5ks \ufffd") in resp.headers  # UTF-8; a stray byte becomes U+FFFD
     await pool.close()
     assert backend.connections == 1
     assert seen[0][0].startswith(b"POST /echo?x=1 HTTP/1.1\r\nHost: 127.0.0.1:")
@@ -176,6 +177,7 @@ def test_request_encoding_refuses_header_injection_and_owns_framing_headers() ->
     assert data == (b"POST /a?b=c HTTP/1.1\r\nHost: backend:8080\r\nX-Road-Client: DEMO/GOV/1/s\r\n"
                     b"Content-Length: 3\r\n\r\nabc")
     assert b"Content-Length" not in encode_request("GET", "/", "h", [], b"")
+    assert b"X-Name: J\xc3\xb5ks\r\n" in encode_request("GET", "/", "h", [("X-Name", "J\u00f5ks")], b"")
     for name, value in (("X-A", "v\r\nX-Injected: 1"), ("X-A", "v\nw"), ("X A", "v"), ("", "v"), ("X-A", "v\0")):
         with pytest.raises(BackendError):
             encode_request("GET", "/", "h", [(name, value)], b"")

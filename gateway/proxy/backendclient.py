@@ -70,7 +70,9 @@ def encode_request(method: str, target: str, host: str, headers: list[tuple[str,
         lines.append(f"{name}: {value}")
     if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
         lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    # UTF-8, as aiohttp's client wrote them; surrogateescape gives back the exact bytes of a header that arrived
+    # as undecodable bytes.
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body
 
 
 @dataclass(slots=True)
@@ -94,6 +96,8 @@ def _reads_until_close(exchange: _Exchange) -> bool:
 
 
 class _Connection(asyncio.Protocol):
+    """One keep-alive connection: at most one request at a time, answered through ``current``."""
+
     def __init__(self, pool: BackendPool, key: tuple[str, str, int]) -> None:
         self.pool = pool
         self.key = key
@@ -135,7 +139,9 @@ class _Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.current is None:  # the rest of an answer already given up on (HEAD, or a failure)
             return
-        self.current.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+        # Values as UTF-8 (what aiohttp did); an invalid byte becomes U+FFFD rather than a string the signed
+        # manifest could not encode.
+        self.current.headers.append((name.decode("latin-1").lower(), value.decode("utf-8", "replace")))
 
     def on_headers_complete(self) -> None:
         current = self.current
