@@ -28,6 +28,13 @@ class BackendError(Exception):
         self.kind = kind
 
 
+_DISCONNECTED = "ServerDisconnected"
+
+
+def _disconnected() -> BackendError:
+    return BackendError(_DISCONNECTED, "backend closed the connection")
+
+
 class _StaleConnection(Exception):
     """The connection closed before any byte of the answer arrived."""
 
@@ -132,7 +139,7 @@ class _Connection(asyncio.Protocol):
         if current.headers_done and _reads_until_close(current):
             current.future.set_result(BackendResponse(current.status, current.headers, b"".join(current.chunks)))
         else:
-            current.future.set_exception(BackendError("ServerDisconnected", "backend closed the connection"))
+            current.future.set_exception(_disconnected())
 
     # -- httptools callbacks ---------------------------------------------------------------------------------------
 
@@ -240,12 +247,12 @@ class BackendPool:
                 # The backend closed this idle connection as we reused it, before answering anything. Only a
                 # request that may safely run twice is sent again; anything else fails as a disconnection.
                 if method not in _IDEMPOTENT:
-                    raise BackendError("ServerDisconnected", "backend closed the connection") from None
+                    raise _disconnected() from None
         conn = await asyncio.wait_for(self._connect(key), max(deadline - loop.time(), 0))
         try:
             return await self._send(conn, data, method, limit, deadline)
         except _StaleConnection:
-            raise BackendError("ServerDisconnected", "backend closed the connection") from None
+            raise _disconnected() from None
 
     async def _send(self, conn: _Connection, data: bytes, method: str, limit: int,
                     deadline: float) -> BackendResponse:
@@ -259,7 +266,7 @@ class BackendPool:
         try:
             return await future
         except BackendError as exc:
-            if exc.kind == "ServerDisconnected" and exchange.status == 0 and not exchange.headers:
+            if exc.kind == _DISCONNECTED and exchange.status == 0 and not exchange.headers:
                 raise _StaleConnection() from None
             raise
         except BaseException:
