@@ -46,6 +46,7 @@ from gateway.messagelog.store import (
     TimestampRecord,
 )
 from gateway.messagelog.writer import GroupCommitWriter, MessageLogWriteError, WriterClosed
+from gateway.storage import sqlite_base
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -333,6 +334,13 @@ async def test_one_batch_larger_than_one_insert_statement(store: MessageLogStore
     assert await store.range(1, 600) == recs
     assert await store.by_xroad_id("m-599") == [recs[-1]]
     assert await store.verify() == []
+
+
+def test_sqlite_connections_keep_statement_journals_in_memory(tmp_path: Path) -> None:
+    # A multi-row INSERT past 64 KiB would otherwise spill its statement journal into a temporary file, created
+    # and unlinked per statement (seen with strace under load).
+    with closing(sqlite_base.connect(str(tmp_path / "x.db"), 1000, "FULL", RuntimeError)) as db:
+        assert db.execute("PRAGMA temp_store").fetchone()[0] == 2  # MEMORY
 
 
 async def test_group_commit_1000_concurrent_appends(store: MessageLogStore) -> None:

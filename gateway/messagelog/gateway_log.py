@@ -90,9 +90,11 @@ class GatewayMessageLog:
         self.body_key = await asyncio.to_thread(load_body_key, self.settings)
         await self.store.open()
         await self.store.migrate()
-        # A few milliseconds of linger under load turn one transaction per record into one per dozens
-        # (measured with bench/exchange.py); a gateway without traffic still commits at once.
-        self.writer = GroupCommitWriter(self.store, linger_ms=4.0)
+        # Under load a short linger lets the records of the next few loop turns join the batch (fewer commits);
+        # a longer one parks every waiting exchange at once and leaves the cores idle. Measured with two gateways
+        # under wrk on 2 cores: 4 ms: ~1700 exchanges/s at 30% idle; 0.3 ms: ~1900 at 20% idle; 0: about as
+        # fast, at ~10% more CPU per exchange. A gateway without traffic commits at once.
+        self.writer = GroupCommitWriter(self.store, linger_ms=0.3)
         self.writer.start()
         if self.settings.timestamping:
             if self._tsa_client is None:

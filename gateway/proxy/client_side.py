@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 
 from aiohttp import web
@@ -18,6 +17,7 @@ from gateway.core.frames import Frame, Kind
 from gateway.core.globalconf import GlobalConf
 from gateway.core.routing import PeerHealth, order_gateways
 from gateway.monitoring import metrics, tracecontext
+from gateway.proxy.message_ids import new_id
 from gateway.proxy.metaservices import ClientMetaservices
 from gateway.proxy.peerlink import PeerUnreachable
 from gateway.proxy.runtime import GatewayRuntime, read_body
@@ -26,24 +26,6 @@ log = logging.getLogger("wasl.clientproxy")
 _SOAP_TYPES = ("text/xml",)
 _RESPONSE_HEADERS_DROPPED = frozenset({"content-type", "content-length", "transfer-encoding", "connection",
                                        "keep-alive", "server", "date"})
-
-
-_random_pool = bytearray()
-
-
-def new_id() -> str:
-    """A random (version 4) UUID. Randomness is drawn 4 KiB at a time: one getrandom call per request showed
-    up in profiles of the hot path."""
-    global _random_pool
-    if len(_random_pool) < 16:
-        _random_pool = bytearray(os.urandom(4096))
-    raw = _random_pool[-16:]
-    del _random_pool[-16:]
-    # The version and variant bits, set by hand: uuid.UUID's validation and formatting cost 4x more than this.
-    raw[6] = raw[6] & 0x0F | 0x40
-    raw[8] = raw[8] & 0x3F | 0x80
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class Relayed:

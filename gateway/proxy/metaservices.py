@@ -15,6 +15,7 @@ from gateway.core.faults import Code, Fault, Origin
 from gateway.core.globalconf import GlobalConf
 from gateway.core.settings import ServiceSettings
 from gateway.monitoring import metrics
+from gateway.proxy.message_ids import new_id
 from gateway.proxy.runtime import GatewayRuntime
 
 if TYPE_CHECKING:
@@ -99,8 +100,6 @@ class ClientMetaservices:
 
     async def _fetch_wsdl(self, client: ids.MemberId, meta: ids.ServiceId, target: ids.ServiceId,
                           exchange: metrics.Exchange) -> bytes:
-        from gateway.proxy.client_side import new_id
-
         conf = self.rt.require_conf(Origin.CLIENT_PROXY)
         self.proxy._check_parties(conf, client, meta)
         xroad_id = new_id()

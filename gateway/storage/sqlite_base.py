@@ -46,6 +46,9 @@ def connect(path: str, busy_timeout_ms: int, synchronous: str, error: type[Excep
         if str(mode).lower() != "wal":
             raise error(f"{path}: could not switch to WAL (journal_mode is {mode})")
         conn.execute(f"PRAGMA synchronous={synchronous}")
+        # A multi-row INSERT keeps a statement journal, which spills past 64 KiB into a temporary file that
+        # is created, written and unlinked per statement; kept in memory, none of that reaches the disk.
+        conn.execute("PRAGMA temp_store=MEMORY")
     except BaseException:
         conn.close()
         raise
