@@ -6,8 +6,11 @@ import socket
 
 
 def port_is_free(port: int) -> bool:
-    """Return True if ``port`` can be bound on 127.0.0.1 right now."""
+    """Return True if a server could listen on ``port`` on 127.0.0.1 right now."""
     with socket.socket() as s:
+        # As the servers themselves do (asyncio sets it on Linux): connections of a finished run that linger in
+        # TIME_WAIT must not make the port look taken, so `wasl demo` can run again at once; a listener still does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
