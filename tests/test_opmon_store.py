@@ -42,6 +42,19 @@ def test_traceparent_kept_when_valid_and_started_when_not() -> None:
     assert len({tracecontext.new_traceparent() for _ in range(1000)}) == 1000
 
 
+def test_new_trace_ids_start_with_their_time_so_they_sort_by_it() -> None:
+    before = time.time_ns() // 1_000_000
+    first = tracecontext.trace_id_of(tracecontext.new_traceparent())
+    time.sleep(0.003)
+    second = tracecontext.trace_id_of(tracecontext.new_traceparent())
+    after = time.time_ns() // 1_000_000
+    assert first is not None and second is not None
+    assert before <= int(first[:12], 16) < int(second[:12], 16) <= after
+    assert first < second  # so the trace-id index appends instead of scattering
+    # The other 80 bits are random (W3C level 2 asks for the right-most 7 bytes).
+    assert len({tracecontext.trace_id_of(tracecontext.new_traceparent())[12:] for _ in range(1000)}) == 1000
+
+
 def test_histogram_percentiles_are_within_five_percent() -> None:
     values = [float(v) for v in range(1, 1001)]  # 1..1000 ms
     p50, p95, p99 = opstats.percentiles(opstats.histogram(values))

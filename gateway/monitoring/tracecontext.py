@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 from typing import Any
 
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[^\s]*)?$")
@@ -33,8 +34,13 @@ def is_trace_id(text: str) -> bool:
 
 
 def new_traceparent() -> str:
-    """A fresh, sampled traceparent: version 00, random trace and parent ids."""
-    trace = f"{_rng.getrandbits(128):032x}"
+    """A fresh, sampled traceparent: version 00, a time-prefixed trace id and a random parent id.
+
+    The trace id is 48 bits of Unix time in milliseconds, then 80 random bits. The specification allows a
+    time-based part beside a random one, and level 2's rule (the right-most 7 bytes random) holds too. Ordered
+    ids keep the operational store's trace-id index append-only: random ones dirtied a random index page per
+    record (SQLite op store, 200-row commits: ~14-16 -> ~8-9 us of CPU per record)."""
+    trace = f"{time.time_ns() // 1_000_000:012x}{_rng.getrandbits(80):020x}"
     parent = f"{_rng.getrandbits(64):016x}"
     if trace == _ZERO_TRACE or parent == _ZERO_PARENT:  # astronomically rare, but the spec forbids them
         return new_traceparent()
