@@ -44,8 +44,9 @@ class GroupCommitWriter:
     instead of letting memory grow. A cancelled ``append`` does not withdraw its record: once queued, it is written.
 
     Batching: after taking the first record the task keeps yielding to the event loop for as long as more records
-    keep arriving, up to ``max_batch`` records or ``max_delay_ms``, then commits. It never idles on a timer, so a
-    lone record is committed at once; under load the records that queued during one commit form the next batch.
+    keep arriving, up to ``max_batch`` records or ``max_delay_ms``; then, only while traffic flows (a commit within
+    the last 50 ms), it waits ``linger_ms`` more; then it commits. A lone record on an idle writer is committed at
+    once; under load the records that queued during one commit form the next batch.
     """
 
     def __init__(
