@@ -263,12 +263,22 @@ def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(all CPU ticks, idle and iowait ticks) of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return sum(ticks), ticks[3] + ticks[4]
+
+
 def measured(procs: list[subprocess.Popen[bytes]], run) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    """Run the load and add the proxies' CPU microseconds per request, which contention barely moves."""
-    before = cpu_seconds(procs)
+    """Run the load and add the proxies' CPU microseconds per request, which contention barely moves, and how
+    idle the machine was: a chain that leaves the cores idle is bound by latency, not by CPU."""
+    before, (total_before, idle_before) = cpu_seconds(procs), machine_ticks()
     result = run()
     used = cpu_seconds(procs) - before
+    total_after, idle_after = machine_ticks()
     result["cpu_us_per_request"] = used / max(result["requests"], 1) * 1e6
+    result["idle_pct"] = (idle_after - idle_before) / max(total_after - total_before, 1) * 100
     return result
 
 
@@ -368,7 +378,7 @@ def main() -> None:
     for key, r in results.items():
         print(f"{names[key]:<34} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
               f"requests {r['requests']:.0f}  errors {r['errors']:.0f}  "
-              f"proxy CPU {r['cpu_us_per_request']:.0f} us/request")
+              f"proxy CPU {r['cpu_us_per_request']:.0f} us/request  machine idle {r['idle_pct']:.0f}%")
     print(f"log_rps={exchange['rps']:.1f} nolog_rps={nolog['rps']:.1f} log_ratio={exchange['rps'] / nolog['rps']:.3f} "
           "store=sqlite")
     if "postgresql" in results:
