@@ -96,3 +96,47 @@ async def test_a_failing_key_fails_every_caller_of_the_batch():
     signer = BatchSigner(broken, CERT)
     results = await asyncio.gather(*(signer.sign(m) for m in _manifests(3)), return_exceptions=True)
     assert all(isinstance(r, RuntimeError) for r in results)
+
+
+async def test_sign_then_delivers_from_inside_the_flush_and_signs_early_once_enough_wait():
+    from gateway.proxy.batchsigner import EARLY_FLUSH
+
+    signer = _signer()
+    delivered: list[SignedParts] = []
+    for manifest in _manifests(EARLY_FLUSH - 1):
+        signer.sign_then(manifest, delivered.append)
+    assert delivered == []  # still gathering: the turn has not ended
+    signer.sign_then(b'{"last":1}', delivered.append)
+    # The batch was signed on the spot, without the loop turning, so its frames can leave at once.
+    assert [p.manifest for p in delivered] == [*_manifests(EARLY_FLUSH - 1), b'{"last":1}']
+    assert len({envelope.signed_content(p) for p in delivered}) == 1
+    for parts in delivered:
+        envelope.verify_signature(parts, KEY.public_key(), Origin.SERVER_PROXY)
+    # Fewer than that are signed when the turn ends, together with awaited ones.
+    later: list[SignedParts] = []
+    signer.sign_then(b'{"a":1}', later.append)
+    awaited = await signer.sign(b'{"b":2}')
+    assert [p.manifest for p in later] == [b'{"a":1}']
+    assert envelope.signed_content(later[0]) == envelope.signed_content(awaited)
+
+
+async def test_sign_then_gets_the_failure_and_one_broken_callback_does_not_starve_the_rest():
+    def broken(data: bytes) -> bytes:
+        raise RuntimeError("token removed")
+
+    outcomes: list[object] = []
+    signer = BatchSigner(broken, CERT)
+    signer.sign_then(b"{}", outcomes.append)
+    signer.sign_then(b"{}", outcomes.append)
+    await asyncio.sleep(0)
+    assert len(outcomes) == 2 and all(isinstance(o, RuntimeError) for o in outcomes)
+
+    def raising(outcome: object) -> None:
+        raise ValueError("bug in a caller")
+
+    good: list[SignedParts] = []
+    signer = _signer()
+    signer.sign_then(b'{"x":1}', raising)
+    signer.sign_then(b'{"y":2}', good.append)
+    await asyncio.sleep(0)
+    assert [p.manifest for p in good] == [b'{"y":2}']

@@ -6,6 +6,8 @@ import asyncio
 import random
 from pathlib import Path
 
+import pytest
+
 from gateway.core import identifiers as ids
 from gateway.core.certificates import fingerprint
 from gateway.core.frames import Frame, Kind
@@ -51,3 +53,39 @@ async def test_interleaved_streams_of_every_size_get_their_own_answers(tmp_path:
         client.close()
         await server.close()
     assert peers == {fingerprint(load_certificate(client_cert))}
+
+
+async def test_a_frame_finished_later_is_sent_then_and_a_failure_sends_nothing(tmp_path: Path) -> None:
+    ca = CertificateAuthority.create("Peer link test CA")
+    server_cert, server_key = auth_pair(ca, tmp_path, "server")
+    client_cert, client_key = auth_pair(ca, tmp_path, "client")
+    served: list[bytes] = []
+
+    async def echo(peer: str | None, frame: Frame) -> Frame:
+        served.append(frame.manifest)
+        return Frame(0, Kind.RESPONSE, frame.manifest, b"", b"", frame.body)
+
+    server = PeerLinkServer(echo, max_frame_bytes=1 << 22)
+    port = await server.start("127.0.0.1", 0, tls.server_context(server_cert, server_key, [ca.certificate]))
+    client = PeerLinkClient("127.0.0.1", port, tls.pinned_client_context(
+        client_cert, client_key, [ca.certificate], [fingerprint(load_certificate(server_cert))]), connections=1)
+    loop = asyncio.get_running_loop()
+    try:
+        def finish_later(send) -> None:  # type: ignore[no-untyped-def]
+            loop.call_later(0.05, send, Frame(0, Kind.REQUEST, b"late", b"sig", b"cert", b"body"))
+
+        reply = await client.request_later(finish_later, 5)
+        assert (reply.manifest, reply.body) == (b"late", b"body")
+
+        def fail(send) -> None:  # type: ignore[no-untyped-def]
+            send(RuntimeError("could not sign"))
+
+        with pytest.raises(RuntimeError, match="could not sign"):
+            await client.request_later(fail, 5)
+        # Nothing went out for the failed one; the connection still serves the next request.
+        reply = await client.request(Frame(0, Kind.REQUEST, b"next", b"sig", b"cert", b""), 5)
+        assert reply.manifest == b"next"
+        assert served == [b"late", b"next"]
+    finally:
+        client.close()
+        await server.close()

@@ -3,17 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 from gateway.core import batchsig
 from gateway.core.envelope import SignedParts
 
+log = logging.getLogger("wasl.batchsigner")
+
 # Bounded so a burst never builds one huge tree: a path stays short and a failure touches few messages.
 MAX_BATCH = 256
+# Manifests handed to ``sign_then`` are signed as soon as this many wait, without waiting for the loop turn to end, so
+# their frames leave while the rest of the turn is processed and the peer gateway works on them meanwhile. Measured with
+# two gateways under wrk (bench harness, SQLite log, 2 runs each): signed at the end of the turn ~2050 exchanges/s with
+# the machine 27% idle; at 32, ~2270 and 16% idle; at 16, ~2180 (smaller batches cost more CPU than they win).
+EARLY_FLUSH = 32
+
+Outcome = SignedParts | BaseException
+"""What a ``sign_then`` callback receives: the signed parts, or the exception that kept the batch from being signed."""
+
+
+def _settle(future: asyncio.Future[SignedParts], outcome: Outcome) -> None:
+    if future.done():  # the caller was cancelled
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 class BatchSigner:
-    """Collects the manifests handed to ``sign`` during one turn of the loop and signs them together.
+    """Collects the manifests handed to it during one turn of the loop and signs them together.
+
+    ``await sign(manifest)`` returns the signed parts. ``sign_then(manifest, deliver)`` calls ``deliver`` from inside
+    the flush instead, with no task wake-up in between, so a caller can send its frame the moment its batch is signed;
+    those batches are also signed early, once ``EARLY_FLUSH`` of them wait.
 
     A lone manifest gets a plain signature, so an idle gateway's messages look exactly as before. The batch is
     signed inline on the loop: one ECDSA signature (~40 µs) is cheaper than a hop to a thread.
@@ -26,27 +50,34 @@ class BatchSigner:
         self._sign_bytes = sign_bytes
         self._sign_elsewhere = sign_elsewhere
         self._certificate_der = certificate_der
-        self._pending: list[tuple[bytes, asyncio.Future[SignedParts]]] = []
+        self._pending: list[tuple[bytes, Callable[[Outcome], None]]] = []
+        self._eager = 0  # how many of the pending manifests came through sign_then
         self._scheduled = False
         self._in_flight = False  # a batch is being signed elsewhere; the next one waits for it
 
     async def sign(self, manifest: bytes) -> SignedParts:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[SignedParts] = loop.create_future()
-        self._pending.append((manifest, future))
-        if len(self._pending) >= MAX_BATCH:
+        future: asyncio.Future[SignedParts] = asyncio.get_running_loop().create_future()
+        self._add(manifest, lambda outcome: _settle(future, outcome))
+        return await future
+
+    def sign_then(self, manifest: bytes, deliver: Callable[[Outcome], None]) -> None:
+        """Sign ``manifest`` with the batch, then call ``deliver`` with its signed parts (or the exception)."""
+        self._eager += 1
+        self._add(manifest, deliver)
+
+    def _add(self, manifest: bytes, deliver: Callable[[Outcome], None]) -> None:
+        self._pending.append((manifest, deliver))
+        if len(self._pending) >= MAX_BATCH or self._eager >= EARLY_FLUSH:
             self._flush()
         elif not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self._flush)  # runs after every task already ready in this turn has had its go
-        return await future
+            asyncio.get_running_loop().call_soon(self._flush)  # after every task already ready in this turn
 
     def _flush(self) -> None:
         if self._in_flight:
             self._scheduled = False  # the batch in flight flushes what gathered when it is done
             return
-        batch, self._pending, self._scheduled = self._pending, [], False
-        batch = [(m, f) for m, f in batch if not f.done()]  # a cancelled caller needs no signature
+        batch, self._pending, self._scheduled, self._eager = self._pending, [], False, 0
         if not batch:
             return
         if self._sign_elsewhere is not None:
@@ -54,28 +85,22 @@ class BatchSigner:
             asyncio.get_running_loop().create_task(self._flush_elsewhere(batch))
             return
         try:
-            results = self.sign_now([m for m, _ in batch])
+            results: list[SignedParts] = self.sign_now([m for m, _ in batch])
         except Exception as exc:  # a key that cannot sign fails every caller of this batch alike
-            for _, future in batch:
-                future.set_exception(exc)
+            _deliver_all(batch, exc)
             return
-        for (_, future), parts in zip(batch, results, strict=True):
-            future.set_result(parts)
+        _deliver_each(batch, results)
 
-    async def _flush_elsewhere(self, batch: list[tuple[bytes, asyncio.Future[SignedParts]]]) -> None:
+    async def _flush_elsewhere(self, batch: list[tuple[bytes, Callable[[Outcome], None]]]) -> None:
         assert self._sign_elsewhere is not None
         content, finish = self._prepare([m for m, _ in batch])
         try:
             signature = await self._sign_elsewhere(content)
             results = finish(signature)
         except Exception as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            _deliver_all(batch, exc)
         else:
-            for (_, future), parts in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(parts)
+            _deliver_each(batch, results)
         finally:
             self._in_flight = False
             if self._pending:
@@ -99,3 +124,20 @@ class BatchSigner:
         """Sign ``manifests`` as one batch, synchronously."""
         content, finish = self._prepare(manifests)
         return finish(self._sign_bytes(content))
+
+
+def _deliver_each(batch: list[tuple[bytes, Callable[[Outcome], None]]], results: list[SignedParts]) -> None:
+    for (_, deliver), parts in zip(batch, results, strict=True):
+        _deliver(deliver, parts)
+
+
+def _deliver_all(batch: list[tuple[bytes, Callable[[Outcome], None]]], exc: Exception) -> None:
+    for _, deliver in batch:
+        _deliver(deliver, exc)
+
+
+def _deliver(deliver: Callable[[Outcome], None], outcome: Outcome) -> None:
+    try:
+        deliver(outcome)
+    except Exception:  # one caller's broken callback must not keep the rest of the batch from its signature
+        log.exception("a sign_then callback failed")

@@ -15,6 +15,8 @@ from gateway.proxy.tls import peer_fingerprint
 
 log = logging.getLogger("wasl.peerlink")
 FrameHandler = Callable[[str | None, Frame], Awaitable[Frame]]
+FrameSink = Callable[["Frame | BaseException"], None]
+"""Takes a request's frame once it is ready (it is sent then), or the exception that fails the request."""
 
 
 class PeerUnreachable(ConnectionError):
@@ -126,12 +128,26 @@ class _ClientConnection(_FlowControl):
                 waiter.set_exception(exc)
 
     async def request(self, frame: Frame, timeout: float) -> Frame:
+        return await self.request_later(lambda send: send(frame), timeout)
+
+    async def request_later(self, submit: Callable[[FrameSink], None], timeout: float) -> Frame:
+        """``request`` for a frame that is not ready yet: ``submit`` is called at once with a sink, and whoever
+        finishes the frame (say, the batch signer) puts it in, or an exception that fails this request instead."""
         loop = asyncio.get_running_loop()
         stream = next(self._ids) % MAX_STREAM_ID
-        frame.stream = stream
         waiter: asyncio.Future[Frame] = loop.create_future()
         self.pending[stream] = waiter
-        self.send(encode(frame))
+
+        def send(frame: Frame | BaseException) -> None:
+            if waiter.done():  # timed out, cancelled, or the connection is gone: nobody awaits an answer
+                return
+            if isinstance(frame, BaseException):
+                waiter.set_exception(frame)
+                return
+            frame.stream = stream
+            self.send(encode(frame))
+
+        submit(send)
         # A plain timer is cheaper than asyncio.wait_for, which wraps the wait in another task.
         timer = loop.call_later(timeout, _expire, waiter)
         try:
@@ -183,6 +199,12 @@ class PeerLinkClient:
     async def request(self, frame: Frame, timeout: float) -> Frame:
         conn = await self._connection()
         return await conn.request(frame, timeout)
+
+    async def request_later(self, submit: Callable[[FrameSink], None], timeout: float) -> Frame:
+        """``request`` for a frame that is finished later (see ``_ClientConnection.request_later``); raises
+        PeerUnreachable, before ``submit`` is called, when no connection can be made."""
+        conn = await self._connection()
+        return await conn.request_later(submit, timeout)
 
     def close(self) -> None:
         for conn in self._slots:
