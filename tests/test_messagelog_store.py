@@ -555,10 +555,12 @@ class GatedStore(MessageLogStore):
         self.gate = asyncio.Event()
         self.gate.set()
         self.calls = 0
+        self.last_batch = 0
         self.fail_calls = set(fail_calls)
 
     async def append_batch(self, batch: Sequence[LogFields]) -> list[LogRecord]:
         self.calls += 1
+        self.last_batch = len(batch)
         await self.gate.wait()
         if self.calls in self.fail_calls:
             raise ConnectionError("database went away")
@@ -641,6 +643,28 @@ async def test_writer_back_pressure_bounds_the_queue(store: MessageLogStore) -> 
     await writer.close()
     assert sorted(r.seq for r in recs) == list(range(1, 51))
     assert writer.stats.largest_batch <= 4
+    assert await store.verify() == []
+
+
+async def test_writer_commits_each_call_whole_and_counts_pending_records(store: MessageLogStore) -> None:
+    gated = GatedStore(store)
+    gated.gate.clear()
+    writer = GroupCommitWriter(gated, max_batch=4, max_queue=100)
+    tasks = [asyncio.create_task(writer.append_many([fields(3 * i), fields(3 * i + 1), fields(3 * i + 2)]))
+             for i in range(10)]
+    await asyncio.sleep(0.05)
+    # The first batch is held at the gate: two whole calls, so six records although max_batch is 4. Everything
+    # else waits in the queue, counted in records, not calls.
+    assert gated.last_batch == 6
+    assert writer.pending == 24
+    gated.gate.set()
+    results = await asyncio.gather(*tasks)
+    await writer.close()
+    for records in results:  # a call's records are consecutive: they went into one transaction, in order
+        seqs = [r.seq for r in records]
+        assert seqs == list(range(seqs[0], seqs[0] + 3))
+    assert writer.pending == 0
+    assert sorted(r.seq for records in results for r in records) == list(range(1, 31))
     assert await store.verify() == []
 
 

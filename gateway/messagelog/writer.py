@@ -26,11 +26,11 @@ class WriterStats:
     largest_batch: int = 0
 
 
-_Item = tuple[LogFields, "asyncio.Future[LogRecord]"]
+_Item = tuple[tuple[LogFields, ...], "asyncio.Future[list[LogRecord]]"]  # one append_many call
 _WAKE = None  # put by close() to wake a writer blocked on an empty queue
 
 
-def _consume(fut: asyncio.Future[LogRecord]) -> None:
+def _consume(fut: asyncio.Future[list[LogRecord]]) -> None:
     if not fut.cancelled():
         fut.exception()
 
@@ -46,7 +46,9 @@ class GroupCommitWriter:
     Batching: after taking the first record the task keeps yielding to the event loop for as long as more records
     keep arriving, up to ``max_batch`` records or ``max_delay_ms``; then, only while traffic flows (a commit within
     the last 50 ms), it waits ``linger_ms`` more; then it commits. A lone record on an idle writer is committed at
-    once; under load the records that queued during one commit form the next batch.
+    once; under load the records that queued during one commit form the next batch. The records of one
+    ``append_many`` call are never split: they go into one transaction, in order, even past ``max_batch``.
+    ``max_queue`` bounds the calls waiting, each of one or a few records.
     """
 
     def __init__(
@@ -66,11 +68,12 @@ class GroupCommitWriter:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._putting = 0  # appends admitted before close() but still waiting for queue room
+        self._queued_records = 0
 
     @property
     def pending(self) -> int:
         """Records queued and not yet taken into a batch."""
-        return self._queue.qsize()
+        return self._queued_records
 
     def start(self) -> None:
         """Start the commit task (``append`` does this on first use)."""
@@ -82,30 +85,28 @@ class GroupCommitWriter:
         return (await self.append_many((fields,)))[0]
 
     async def append_many(self, many: tuple[LogFields, ...] | list[LogFields]) -> list[LogRecord]:
-        """``append`` for several records, queued in order; returns once all are committed, or raises if any of
-        them was not. Cheaper than gathering ``append`` calls, which would make a task of each."""
+        """``append`` for several records, queued in order and committed in one transaction; returns once they
+        are, or raises if they were not. One queue item and one future for the whole call."""
         if self._closing:
             raise WriterClosed("the message-log writer is closed")
         self.start()
         assert self._task is not None
         if self._task.done():
             raise WriterClosed("the message-log writer task has stopped")
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[LogRecord]] = []
+        fields = tuple(many)
+        if not fields:
+            return []
+        fut: asyncio.Future[list[LogRecord]] = asyncio.get_running_loop().create_future()
         self._putting += 1
         try:
-            for fields in many:
-                fut: asyncio.Future[LogRecord] = loop.create_future()
-                await self._queue.put((fields, fut))
-                futures.append(fut)
+            await self._queue.put((fields, fut))
         finally:
             self._putting -= 1
-        # Batches commit in queue order, so this mostly suspends once; a done future returns without suspending.
+        self._queued_records += len(fields)
         try:
-            return [await fut for fut in futures]
+            return await fut
         except BaseException:
-            for fut in futures:  # the first failure is the caller's answer; the others need no retrieving
-                fut.add_done_callback(_consume)
+            fut.add_done_callback(_consume)  # the failure is the caller's answer; nobody else retrieves it
             raise
 
     async def close(self) -> None:
@@ -117,14 +118,21 @@ class GroupCommitWriter:
             await self._queue.put(_WAKE)
         await self._task
 
-    def _take_ready(self, batch: list[_Item]) -> None:
-        while len(batch) < self.max_batch:
+    def _take(self, batch: list[_Item], item: _Item) -> int:
+        batch.append(item)
+        self._queued_records -= len(item[0])
+        return len(item[0])
+
+    def _take_ready(self, batch: list[_Item], records: int) -> int:
+        """Move queued calls into ``batch`` while it holds fewer than max_batch records; the new record count."""
+        while records < self.max_batch:
             try:
                 item = self._queue.get_nowait()
             except asyncio.QueueEmpty:
-                return
+                break
             if item is not None:
-                batch.append(item)
+                records += self._take(batch, item)
+        return records
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -136,22 +144,22 @@ class GroupCommitWriter:
                 item = await self._queue.get()
                 if item is None:
                     continue
-                batch = [item]
-                self._take_ready(batch)
+                batch = []
+                records = self._take_ready(batch, self._take(batch, item))
                 deadline = loop.time() + self.max_delay
-                while len(batch) < self.max_batch and loop.time() < deadline:
-                    before = len(batch)
+                while records < self.max_batch and loop.time() < deadline:
+                    before = records
                     # One loop iteration lets producers that are already runnable (woken by the last commit, or by
                     # I/O that is ready) queue their records; stop as soon as an iteration brings none.
                     await asyncio.sleep(0)
-                    self._take_ready(batch)
-                    if len(batch) == before:
+                    records = self._take_ready(batch, records)
+                    if records == before:
                         break
-                if self.linger and len(batch) < self.max_batch and loop.time() - self._last_commit < self.busy_window:
+                if self.linger and records < self.max_batch and loop.time() - self._last_commit < self.busy_window:
                     # Busy: records keep coming, and each transaction costs far more CPU than a record, so wait a
                     # moment to commit more of them together. An idle gateway commits a lone record at once.
                     await asyncio.sleep(self.linger)
-                    self._take_ready(batch)
+                    self._take_ready(batch, records)
                 await self._commit(batch)
                 self._last_commit = loop.time()
                 batch = []
@@ -165,27 +173,31 @@ class GroupCommitWriter:
             while not self._queue.empty():
                 leftover = self._queue.get_nowait()
                 if leftover is not None:
-                    leftovers.append(leftover)
+                    self._take(leftovers, leftover)
             self._fail(leftovers, err)
 
     async def _commit(self, batch: list[_Item]) -> None:
+        fields = [f for many, _ in batch for f in many]
         try:
-            records = await self.store.append_batch([fields for fields, _ in batch])
+            records = await self.store.append_batch(fields)
         except Exception as exc:
             self.stats.failed_batches += 1
-            self.stats.failed_records += len(batch)
+            self.stats.failed_records += len(fields)
             self._fail(
                 batch,
-                MessageLogWriteError(f"message-log batch of {len(batch)} record(s) not committed: {exc!r}"),
+                MessageLogWriteError(f"message-log batch of {len(fields)} record(s) not committed: {exc!r}"),
                 cause=exc,
             )
             return
         self.stats.batches += 1
-        self.stats.records += len(batch)
-        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-        for (_, fut), rec in zip(batch, records, strict=True):
-            if not fut.done():  # done = the caller was cancelled; the record is stored all the same
-                fut.set_result(rec)
+        self.stats.records += len(fields)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(fields))
+        start = 0
+        for many, fut in batch:
+            end = start + len(many)
+            if not fut.done():  # done = the caller was cancelled; the records are stored all the same
+                fut.set_result(records[start:end])
+            start = end
 
     @staticmethod
     def _fail(batch: list[_Item], err: MessageLogWriteError, cause: BaseException | None = None) -> None:
