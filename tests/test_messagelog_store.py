@@ -252,6 +252,25 @@ def kinds(problems: Sequence[Any]) -> list[tuple[str, int, str | None]]:
 # -- pure record logic -------------------------------------------------------------------------------------------
 
 
+def test_record_hashes_keep_their_v1_encoding() -> None:
+    """Known answers: a change to the encoding would make every stored chain read as tampered."""
+    body = "<x>café</x>".encode()
+    common = dict(created_ms=1795872900199, direction="request", side="client", xroad_id="e2e-1",
+                  request_id="f0e2e968-8048-41b3-a79f-bd363f3094e3", client="DEMO/GOV/1003/patients",
+                  service="DEMO/GOV/1001/population/echo/v1", manifest=b'{"v":1}', signature=b"\x30\x44sig",
+                  signer_cert=b"\x30\x82cert")
+    plain = LogFields.for_message(**common, body=body)  # type: ignore[arg-type]
+    digest_only = LogFields.for_message(**common, body=body, log_body=False)  # type: ignore[arg-type]
+    encrypted = LogFields.for_message(**common, body=b"ciphertext", body_sha512=hashlib.sha512(body).digest(),  # type: ignore[arg-type]
+                                      body_encrypted=True)
+    prev = bytes(range(32))
+    assert [chain(prev, 7, f).record_hash.hex() for f in (plain, digest_only, encrypted)] == [
+        "059345aa2b4c57cdc0e881d1261e0533756bb10078a583bcbc9ef3a27613c21c",
+        "a01407f5d110c61824a1899c31b6643fd042349a795809caef187161bbbe5651",
+        "4263a54e0b370ce25ba4e35b6b6ce9ae2dcb132c120470efff35d363e7410d66",
+    ]
+
+
 def test_canonical_bytes_is_unambiguous() -> None:
     base = chain(GENESIS, 1, fields(1))
     a = dataclasses.replace(base, client="ab", service="c")

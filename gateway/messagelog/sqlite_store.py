@@ -15,6 +15,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from gateway.messagelog.records import GENESIS, ChainHead, LogFields, LogRecord, chain_many
@@ -107,8 +108,7 @@ def _record(row: tuple[Any, ...]) -> LogRecord:
     return LogRecord(*row[:-1], bool(row[-1]))  # type: ignore[call-arg]  # SQLite keeps the flag as 0/1
 
 
-def _row(r: LogRecord) -> tuple[Any, ...]:
-    return tuple(getattr(r, c) for c in RECORD_COLUMNS)
+_row: Callable[[LogRecord], tuple[Any, ...]] = attrgetter(*RECORD_COLUMNS)
 
 
 class SqliteMessageLogStore(sqlite_base.WorkerStore, MessageLogStore):
