@@ -4,7 +4,6 @@ with the real CLI as a subprocess, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import io
 import json
 import random
@@ -263,8 +262,8 @@ def _recomputed_forgeries_are_named(data: bytes, name: str, next_data: bytes, ne
     k, victim = next((i, n) for i, n in records if json.loads(items[i][1])["direction"] == "request")
     certs = {n[len("certs/"):-len(".der")]: d for n, d in items if n.startswith("certs/")}
     original = fmt.record_from_json(items[k][1], certs)
-    changed = dataclasses.replace(original, client="DEMO/GOV/1003/forged")
-    changed = dataclasses.replace(changed, record_hash=compute_hash(changed))
+    changed = original._replace(client="DEMO/GOV/1003/forged")
+    changed = changed._replace(record_hash=compute_hash(changed))
     forged_bytes = fmt.record_to_json(changed)
     forged = list(items)
     forged[k] = (victim, forged_bytes)

@@ -4,7 +4,6 @@ and bodies encrypted at rest, over real sockets on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import subprocess
 import time
@@ -98,7 +97,7 @@ def test_encrypted_bodies_keep_the_chain_verifiable_without_the_key() -> None:
     # Changing a ciphertext byte is a changed record, found without the key.
     body = bytearray(recs[2].body or b"")
     body[-1] ^= 1
-    tampered = [*recs[:2], dataclasses.replace(recs[2], body=bytes(body)), *recs[3:]]
+    tampered = [*recs[:2], recs[2]._replace(body=bytes(body)), *recs[3:]]
     assert [(p.kind.value, p.seq) for p in verify_chain(tampered)] == [("changed", 3)]
     assert BodyKey.parse(key.text(), "x") == key and BodyKey.parse(key.key.hex() + "\n", "x") == key
     with pytest.raises(BodyKeyError, match="32-byte key"):

