@@ -201,7 +201,7 @@ def _prefixed(text: str) -> bytes:
 
 def _pieces(seq: int, f: LogFields | LogRecord, prev_hash: bytes) -> tuple[bytes, ...]:
     # Every variable-length field carries its length, so no two field tuples share an encoding. Laid out as one
-    # tuple for a single join: this is the chain's hot path (~2.3 µs a record, against ~4.1 as a generator).
+    # tuple for a single join, as this is the chain's hot path (one generator over the fields cost ~20% more).
     pack = _U64.pack
     xroad_id, request_id = f.xroad_id.encode("utf-8"), f.request_id.encode("utf-8")
     body = f.body

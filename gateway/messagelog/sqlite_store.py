@@ -104,9 +104,7 @@ _ARCHIVE_COLS = "first_seq, last_seq, name, manifest_sha256, last_created_ms, cr
 
 
 def _record(row: tuple[Any, ...]) -> LogRecord:
-    return LogRecord(*row[:-1], bool(row[-1]))  # type: ignore[call-arg]  # SQLite keeps the flag as 0/1
-
-
+    return LogRecord._make((*row[:-1], bool(row[-1])))  # SQLite keeps the flag as 0/1
 
 
 class SqliteMessageLogStore(sqlite_base.WorkerStore, MessageLogStore):
